@@ -1,0 +1,67 @@
+# gpuops.fleet — entry points. `make help` lists them.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= $(CURDIR)/.venv
+LAB_SUITE ?= bookworm
+export VENV LAB_SUITE
+export PATH := $(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+export LAB_IMAGE ?= gpuops-lab:$(LAB_SUITE)
+# Molecule scenarios to run (default: all of them).
+SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
+
+.PHONY: help setup docker image lint unit molecule test build docs gameday clean constraints
+
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## Create/refresh the virtualenv with the pinned requirements (seconds when nothing changed)
+	@scripts/setup-venv.sh
+
+docker: ## Make sure a Docker engine answers (installs and starts docker.io as root on Debian)
+	@scripts/ensure-docker.sh
+
+image: docker ## Build the lab host image (LAB_SUITE=bookworm|trixie), cached by recipe hash
+	@scripts/build-image.sh >/dev/null
+
+lint: setup ## yamllint, ansible-lint (production profile), ruff, mypy, argument_specs and role README checks
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check .
+	ruff format --check .
+	mypy
+	python scripts/check_argument_specs.py
+	python scripts/role_docs.py --check
+
+unit: setup ## Unit tests (no Docker needed)
+	pytest tests/unit
+
+molecule: setup image ## Every Molecule scenario (SCENARIOS="a b" for a subset)
+	@for s in $(SCENARIOS); do \
+	  echo "=== molecule test -s $$s"; \
+	  molecule test -s $$s || { echo "molecule scenario $$s FAILED"; exit 1; }; \
+	done
+
+test: lint unit molecule ## Everything CI runs: lint, unit tests, every Molecule scenario
+	@echo "make test: all checks passed"
+
+build: setup ## Build the collection tarball into build/
+	ansible-galaxy collection build --force --output-path build .
+
+docs: setup ## Regenerate the variables section of every role README from meta/argument_specs.yml
+	python scripts/role_docs.py
+
+constraints: setup ## Re-pin every transitive package from the current virtualenv
+	@{ echo '# Every package of the development virtualenv, exact versions (regenerate: make constraints).'; \
+	   pip freeze --exclude-editable; } > constraints.txt
+
+gameday: ## Run the chaos game day against the lab and write reports/<run>/ (not built yet)
+	@echo "make gameday: the game day does not exist yet (issue #9: objectives control, experiments, reports)." >&2
+	@echo "Until then, 'make test' provisions and verifies the roles that exist." >&2
+	@exit 2
+
+clean: ## Remove build output and Molecule instances (keeps the virtualenv and the lab image)
+	-for s in $(SCENARIOS); do molecule destroy -s $$s >/dev/null 2>&1; done
+	rm -rf build .pytest_cache .ruff_cache .mypy_cache
