@@ -15,6 +15,7 @@ from chaosgpu.secrets import get_secret
 
 __all__ = ["exporter_sample_value"]
 
+
 def _fetch(url: str, timeout: float, verify_tls: bool, secrets: Secrets | None) -> str:
     request = urllib.request.Request(url, headers={"Accept": "text/plain"})  # noqa: S310 - http(s) only, checked
     user = get_secret(secrets, "exporter_username", "CHAOSGPU_EXPORTER_USERNAME")

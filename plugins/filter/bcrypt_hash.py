@@ -11,6 +11,11 @@ import hashlib
 
 from ansible.errors import AnsibleFilterError
 
+try:
+    import bcrypt
+except ImportError:  # pragma: no cover - depends on the controller's environment
+    bcrypt = None
+
 DOCUMENTATION = r"""
 name: bcrypt_hash
 short_description: bcrypt hash with a salt derived from a seed (idempotent)
@@ -43,6 +48,8 @@ _value:
   type: string
 """
 
+MIN_COST, MAX_COST = 4, 31
+MAX_PASSWORD_BYTES = 72
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # The 22nd salt character carries only 2 bits; these are the canonical characters for it.
 _LAST_SALT_CHARS = ".Oeu"
@@ -58,17 +65,17 @@ def derive_salt(seed: str, password: str, cost: int) -> bytes:
 
 def bcrypt_hash(password: object, seed: str, cost: int = 10) -> str:
     """Hash password with bcrypt using a salt derived from seed."""
-    try:
-        import bcrypt
-    except ImportError as exc:  # pragma: no cover - depends on the controller's environment
-        raise AnsibleFilterError("bcrypt_hash needs the Python 'bcrypt' package on the controller") from exc
+    if bcrypt is None:  # pragma: no cover - depends on the controller's environment
+        raise AnsibleFilterError("bcrypt_hash needs the Python 'bcrypt' package on the controller")
     if not isinstance(password, str) or not password:
         raise AnsibleFilterError("bcrypt_hash: the password must be a non-empty string")
-    if not 4 <= int(cost) <= 31:
-        raise AnsibleFilterError(f"bcrypt_hash: cost must be between 4 and 31, got {cost}")
+    if not MIN_COST <= int(cost) <= MAX_COST:
+        raise AnsibleFilterError(f"bcrypt_hash: cost must be between {MIN_COST} and {MAX_COST}, got {cost}")
     secret = password.encode()
-    if len(secret) > 72:
-        raise AnsibleFilterError("bcrypt_hash: bcrypt uses at most 72 bytes of a password; use a shorter one")
+    if len(secret) > MAX_PASSWORD_BYTES:
+        raise AnsibleFilterError(
+            f"bcrypt_hash: bcrypt uses at most {MAX_PASSWORD_BYTES} bytes of a password; use a shorter one"
+        )
     return bcrypt.hashpw(secret, derive_salt(str(seed), password, int(cost))).decode()
 
 

@@ -49,7 +49,7 @@ def scrape(host, config, listen_address, with_credentials=True, scheme=None):
     tls = config.get("node_exporter_tls_enabled", False)
     scheme = scheme or ("https" if tls else "http")
     path = config.get("node_exporter_web_telemetry_path", "/metrics")
-    args = ["curl", "-sS", "--max-time", "10", "-o", "/tmp/scrape.out", "-w", "%{http_code}"]
+    args = ["curl", "-sS", "--max-time", "10", "-w", "\n%{http_code}"]
     if scheme == "https":
         args.append("-k")
     users = config.get("node_exporter_basic_auth_users") or {}
@@ -57,9 +57,8 @@ def scrape(host, config, listen_address, with_credentials=True, scheme=None):
         user, password = sorted(users.items())[0]
         args += ["-u", f"{user}:{password}"]
     args.append(f"{scheme}://{listen_address}{path}")
-    result = host.run(shlex.join(args))
-    body = host.run("cat /tmp/scrape.out; rm -f /tmp/scrape.out").stdout
-    return result.stdout.strip(), body
+    body, _, status = host.run(shlex.join(args)).stdout.rpartition("\n")
+    return status.strip(), body
 
 
 def test_service_is_enabled_and_running(host):
@@ -130,9 +129,7 @@ def test_unit_declares_sandbox(host):
 
 
 def test_sandbox_is_in_force_on_the_process(host, main_pid):
-    status = dict(
-        line.split(":", 1) for line in host.file(f"/proc/{main_pid}/status").content_string.splitlines()
-    )
+    status = dict(line.split(":", 1) for line in host.file(f"/proc/{main_pid}/status").content_string.splitlines())
     assert status["NoNewPrivs"].strip() == "1"
     assert status["CapEff"].strip() == "0000000000000000"
     assert status["CapBnd"].strip() == "0000000000000000"
