@@ -96,7 +96,7 @@ def test_wrong_password_is_refused_without_leaking_it(protected_exporter):
 
 
 def test_unreachable_exporter_fails():
-    with pytest.raises(ActivityFailed, match="scraping http://127.0.0.1:9/metrics failed"):
+    with pytest.raises(ActivityFailed, match=r"scraping http://127\.0\.0\.1:9/metrics failed"):
         exporter_sample_value("http://127.0.0.1:9/metrics", "up", timeout=2)
 
 

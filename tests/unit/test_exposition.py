@@ -28,13 +28,13 @@ def test_samples_with_labels_and_values():
 
 
 def test_label_values_with_spaces_and_timestamps():
-    samples = dict((name, (labels, value)) for name, labels, value in parse_exposition(SAMPLE))
+    samples = {name: (labels, value) for name, labels, value in parse_exposition(SAMPLE)}
     assert samples["DCGM_FI_DEV_GPU_TEMP"][0]["modelName"] == "NVIDIA H100 80GB HBM3"
     assert samples["node_load1"] == ({}, 0.25)
 
 
 def test_escaped_quotes_and_infinities():
-    samples = dict((name, (labels, value)) for name, labels, value in parse_exposition(SAMPLE))
+    samples = {name: (labels, value) for name, labels, value in parse_exposition(SAMPLE)}
     assert samples["escaped"][0]["path"] == 'a"b'
     assert math.isinf(samples["weird_value"][1])
 

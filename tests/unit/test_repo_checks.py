@@ -105,5 +105,5 @@ def test_collection_tarball_has_roles_but_no_tests(repo_root, tmp_path):
     assert "plugins/filter/bcrypt_hash.py" in names
     assert "meta/runtime.yml" in names
     top_level = {name.split("/", 1)[0] for name in names}
-    for excluded in ("tests", "molecule", "bench", "reports", "chaosgpu", "experiments", "lab", ".venv", ".collections"):
-        assert excluded not in top_level
+    excluded = {"tests", "molecule", "bench", "reports", "chaosgpu", "experiments", "lab", ".venv", ".collections"}
+    assert top_level.isdisjoint(excluded), top_level & excluded

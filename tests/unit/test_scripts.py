@@ -43,8 +43,6 @@ def test_ensure_docker_tells_a_non_root_user_what_to_do(repo_root, tmp_path):
 
 
 def test_gameday_says_it_is_not_built_yet(repo_root):
-    result = subprocess.run(
-        ["make", "-s", "gameday"], cwd=repo_root, capture_output=True, text=True, check=False
-    )
+    result = subprocess.run(["make", "-s", "gameday"], cwd=repo_root, capture_output=True, text=True, check=False)
     assert result.returncode != 0
     assert "does not exist yet" in result.stderr
