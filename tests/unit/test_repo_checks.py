@@ -103,6 +103,7 @@ def test_collection_tarball_has_roles_but_no_tests(repo_root, tmp_path):
     assert "roles/node_exporter/tasks/main.yml" in names
     assert "roles/node_exporter/meta/argument_specs.yml" in names
     assert "plugins/filter/bcrypt_hash.py" in names
+    assert "plugins/modules/nvidia_smi_info.py" in names
     assert "meta/runtime.yml" in names
     top_level = {name.split("/", 1)[0] for name in names}
     excluded = {"tests", "molecule", "bench", "reports", "chaosgpu", "experiments", "lab", ".venv", ".collections"}
