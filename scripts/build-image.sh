@@ -100,5 +100,8 @@ docker exec "$name" sh -c 'for i in $(seq 1 20); do ss -Hltn "sport = :22" | gre
 docker tag "$candidate" "$tag"
 docker tag "$candidate" "$repo:$suite"
 docker rmi "$candidate" >/dev/null
+# Older builds of this suite are superseded: drop their tags (layers still used by containers stay).
+docker images --format '{{.Repository}}:{{.Tag}}' "$repo" | grep -E "^$repo:$suite-[0-9a-f]{12}\$" |
+  grep -vx "$tag" | xargs -r docker rmi >/dev/null 2>&1 || true
 log "built $tag"
 echo "$tag"
