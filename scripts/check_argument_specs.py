@@ -4,7 +4,8 @@
 - each option in defaults/main.yml is declared in the `main` entry point, and each declared option that has a
   default appears in defaults/main.yml with the same value (keys and values);
 - each option has a type and a description;
-- each public `<role>_*` variable that the role's tasks, handlers, templates or vars use is declared.
+- each public `<role>_*` variable that the role's tasks, handlers, templates or vars use is declared (facts the
+  role itself sets with set_fact are its outputs, not options, and are exempt).
 
 Exit status 1 and one line per problem when anything is off.
 """
@@ -35,6 +36,25 @@ def used_public_variables(role: Path) -> set[str]:
             if path.is_file():
                 found.update(pattern.findall(path.read_text(encoding="utf-8")))
     return found
+
+
+def facts_set_by(role: Path) -> set[str]:
+    """Names the role sets with set_fact: its outputs (documented in its README), not options."""
+    names: set[str] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("ansible.builtin.set_fact", "set_fact") and isinstance(value, dict):
+                    names.update(k for k in value if k != "cacheable")
+                walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for path in (role / "tasks").rglob("*.yml"):
+        walk(load_yaml(path))
+    return names
 
 
 def check_role(role: Path) -> list[str]:
@@ -68,7 +88,7 @@ def check_role(role: Path) -> list[str]:
                 f"{role.name}: {name} defaults differ: defaults/main.yml has {defaults[name]!r}, "
                 f"meta/argument_specs.yml has {spec_default!r}"
             )
-    for name in sorted(used_public_variables(role) - set(options)):
+    for name in sorted(used_public_variables(role) - set(options) - facts_set_by(role)):
         problems.append(f"{role.name}: {name} is used by the role but not declared in meta/argument_specs.yml")
     return problems
 
