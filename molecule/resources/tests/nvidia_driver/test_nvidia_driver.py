@@ -19,8 +19,20 @@ def config(host):
 
 
 @pytest.fixture(scope="module")
-def branch(host):
+def branch(host, config):
+    configured = str(config.get("nvidia_driver_branch", ""))
+    if configured.isdigit():
+        return configured
     return {"12": "535", "13": "550"}[host.system_info.release.split(".")[0]]
+
+
+@pytest.fixture(scope="module")
+def expected_version(host, config):
+    """The exact driver version the scenario pins last ('' when it pins only the branch)."""
+    marker = host.file("/etc/molecule-expected-driver-version")
+    if marker.exists:
+        return marker.content_string.strip()
+    return str(config.get("nvidia_driver_version", ""))
 
 
 @pytest.fixture(scope="module")
@@ -47,12 +59,18 @@ def test_driver_packages_are_held(host, expected_packages):
     assert set(expected_packages) <= held
 
 
-def test_lockstep_packages_are_pinned_to_the_branch(host, config, branch):
+def test_installed_version_is_the_pinned_one(host, expected_version):
+    if not expected_version:
+        pytest.skip("scenario pins the branch only")
+    assert host.package("nvidia-smi").version.startswith(f"{expected_version}-")
+    assert host.package("libnvidia-ml1").version.startswith(f"{expected_version}-")
+
+
+def test_lockstep_packages_are_pinned(host, branch, expected_version):
     pref = host.file(PREF)
     assert pref.mode == 0o644
     text = pref.content_string
-    version = config.get("nvidia_driver_version") or ""
-    pin = f"{version}-*" if version and "{" not in version else f"{branch}.*"
+    pin = f"{expected_version}-*" if expected_version else f"{branch}.*"
     assert f"Pin: version {pin}" in text
     assert "Pin-Priority: 1001" in text
     assert "nvidia-smi" in text.split("Package:")[1].splitlines()[0]
@@ -113,3 +131,26 @@ def test_nvidia_smi_fails_like_on_any_host_without_a_driver(host):
     assert result.rc != 0
     output = result.stdout + result.stderr
     assert "Failed to initialize NVML" in output or "couldn't communicate with the NVIDIA driver" in output
+
+
+def test_cuda_repository_is_trusted_through_its_own_keyring_only(host, config):
+    if config.get("nvidia_driver_source", "distribution") != "cuda_repo":
+        pytest.skip("distribution source")
+    sources = host.file("/etc/apt/sources.list.d/gpuops-nvidia-driver.sources").content_string
+    assert "Signed-By: /etc/apt/keyrings/gpuops-nvidia-cuda.asc" in sources
+    keyring = host.file("/etc/apt/keyrings/gpuops-nvidia-cuda.asc")
+    assert keyring.user == "root"
+    assert keyring.mode == 0o644
+    assert "BEGIN PGP PUBLIC KEY BLOCK" in keyring.content_string
+
+
+def test_fabric_manager_is_version_locked_and_enabled(host, config, expected_version):
+    if not config.get("nvidia_driver_fabricmanager_enabled"):
+        pytest.skip("no fabric manager in this scenario")
+    branch = config["nvidia_driver_branch"]
+    for name in (f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"):
+        assert host.package(name).version.startswith(f"{expected_version}-"), name
+    assert {f"nvidia-fabricmanager-{branch}", f"libnvidia-nscq-{branch}"} <= set(
+        host.check_output("apt-mark showhold").split()
+    )
+    assert host.service("nvidia-fabricmanager").is_enabled
