@@ -22,9 +22,17 @@ ROOT = Path(__file__).resolve().parent.parent
 _MISSING = object()
 
 
+class _AnsibleLoader(yaml.SafeLoader):
+    """SafeLoader that reads Ansible's !unsafe and !vault tags as plain strings."""
+
+
+for _tag in ("!unsafe", "!vault"):
+    _AnsibleLoader.add_constructor(_tag, lambda loader, node: loader.construct_scalar(node))
+
+
 def load_yaml(path: Path) -> object:
     with path.open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        return yaml.load(handle, Loader=_AnsibleLoader)  # noqa: S506 - a SafeLoader subclass
 
 
 def used_public_variables(role: Path) -> set[str]:
