@@ -48,7 +48,8 @@ _value:
   type: string
 """
 
-MIN_COST, MAX_COST = 4, 31
+MIN_COST = 4
+MAX_COST = 31
 MAX_PASSWORD_BYTES = 72
 _BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 # The 22nd salt character carries only 2 bits; these are the canonical characters for it.

@@ -37,7 +37,8 @@ _value:
 """
 
 PUBLIC_KEY_TAG = 6
-_V4, _V6 = 4, 6
+_V4 = 4
+_V6 = 6
 _ONE_OCTET_MAX = 192
 _TWO_OCTET_MAX = 224
 _FIVE_OCTET = 255
