@@ -18,12 +18,6 @@ DEFAULT_TEXTFILE_DIR = "/var/lib/node_exporter/textfile"
 
 
 @pytest.fixture(scope="module")
-def config(host):
-    """The scenario's role variables as the host's inventory gives them."""
-    return host.ansible.get_variables()
-
-
-@pytest.fixture(scope="module")
 def listen_address(host, config):
     configured = config.get("node_exporter_web_listen_address")
     if configured:

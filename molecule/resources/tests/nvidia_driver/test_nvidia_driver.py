@@ -14,11 +14,6 @@ PREF = "/etc/apt/preferences.d/gpuops-nvidia-driver.pref"
 
 
 @pytest.fixture(scope="module")
-def config(host):
-    return host.ansible.get_variables()
-
-
-@pytest.fixture(scope="module")
 def branch(host, config):
     configured = str(config.get("nvidia_driver_branch", ""))
     if configured.isdigit():
