@@ -149,3 +149,9 @@ def test_fabric_manager_is_version_locked_and_enabled(host, config, expected_ver
         host.check_output("apt-mark showhold").split()
     )
     assert host.service("nvidia-fabricmanager").is_enabled
+
+
+def test_dcgm_is_held_where_installed(host):
+    if not host.package("datacenter-gpu-manager").is_installed:
+        pytest.skip("no DCGM on this host")
+    assert "datacenter-gpu-manager" in host.check_output("apt-mark showhold").split()
