@@ -19,6 +19,7 @@ help: ## Show the targets
 
 setup: ## Create/refresh the virtualenv with the pinned requirements (seconds when nothing changed)
 	@scripts/setup-venv.sh
+	@scripts/lab-ssh-key.sh
 
 docker: ## Make sure a Docker engine answers (installs and starts docker.io as root on Debian)
 	@scripts/ensure-docker.sh
