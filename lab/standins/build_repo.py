@@ -55,10 +55,11 @@ def build_deb(package: dict, pool: Path) -> Path:
                 path.chmod(0o755)
         files = dict(package.get("files", {}))
         files[f"/usr/share/doc/{name}/STAND-IN"] = {"mode": "0644", "content": STANDIN_NOTE + "\n"}
+        upstream = version.split(":")[-1].split("-")[0]
         for path, spec in files.items():
-            target = root / path.lstrip("/")
+            target = root / path.replace("@VERSION@", upstream).lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(spec["content"].replace("@VERSION@", version.split("-")[0]))
+            target.write_text(spec["content"].replace("@VERSION@", upstream))
             target.chmod(int(spec.get("mode", "0644"), 8))
         deb = pool / f"{name}_{version}_{package.get('architecture', ARCH)}.deb"
         subprocess.run(

@@ -30,6 +30,8 @@ EXAMPLES = r"""
     that: key.content | gpuops.fleet.openpgp_fingerprint == 'EB693B3035CD5710E231E123A4B469963BF863CC'
 """
 
+# Also provides openpgp_primary_fingerprints: every primary key's fingerprint in a key file (subkeys excluded).
+
 RETURN = r"""
 _value:
   description: Upper-case hex fingerprint.
@@ -74,6 +76,13 @@ def dearmor(text: str) -> bytes:
 
 def first_packet(data: bytes) -> tuple[int, bytes]:
     """(tag, body) of the first OpenPGP packet (old or new format header)."""
+    tag, body, _ = _packet_at(data, 0)
+    return tag, body
+
+
+def _packet_at(data: bytes, start: int) -> tuple[int, bytes, int]:
+    """(tag, body, offset of the next packet) of the packet at data[start:]."""
+    data = data[start:]
     if not data or not data[0] & 0x80:
         raise AnsibleFilterError("openpgp_fingerprint: not an OpenPGP packet")
     header = data[0]
@@ -97,20 +106,37 @@ def first_packet(data: bytes) -> tuple[int, bytes]:
     body = data[offset : offset + length]
     if len(body) != length:
         raise AnsibleFilterError("openpgp_fingerprint: truncated packet")
-    return tag, body
+    return tag, body, start + offset + length
+
+
+def _key_bytes(key: object) -> bytes:
+    if isinstance(key, str):
+        return dearmor(key) if "-----BEGIN" in key else key.encode("latin-1")
+    if isinstance(key, bytes):
+        return dearmor(key.decode("ascii", "replace")) if b"-----BEGIN" in key else key
+    raise AnsibleFilterError(f"openpgp_fingerprint: expected a key as text or bytes, got {type(key).__name__}")
 
 
 def openpgp_fingerprint(key: object) -> str:
     """Fingerprint of the primary key of an armored or binary OpenPGP public key."""
-    if isinstance(key, str):
-        data = dearmor(key) if "-----BEGIN" in key else key.encode("latin-1")
-    elif isinstance(key, bytes):
-        data = dearmor(key.decode("ascii", "replace")) if b"-----BEGIN" in key else key
-    else:
-        raise AnsibleFilterError(f"openpgp_fingerprint: expected a key as text or bytes, got {type(key).__name__}")
-    tag, body = first_packet(data)
+    tag, body = first_packet(_key_bytes(key))
     if tag != PUBLIC_KEY_TAG:
         raise AnsibleFilterError(f"openpgp_fingerprint: first packet has tag {tag}, not a public key (6)")
+    return _fingerprint(body)
+
+
+def openpgp_primary_fingerprints(key: object) -> list[str]:
+    """Fingerprints of every primary key in a key file (subkeys excluded), e.g. to require exactly one."""
+    data = _key_bytes(key)
+    fingerprints, offset = [], 0
+    while offset < len(data):
+        tag, body, offset = _packet_at(data, offset)
+        if tag == PUBLIC_KEY_TAG:
+            fingerprints.append(_fingerprint(body))
+    return fingerprints
+
+
+def _fingerprint(body: bytes) -> str:
     version = body[0]
     if version == _V4:
         return hashlib.sha1(b"\x99" + len(body).to_bytes(2, "big") + body).hexdigest().upper()  # noqa: S324 - RFC 4880 fingerprint
@@ -123,4 +149,7 @@ class FilterModule:
     """Ansible filter plugin entry point."""
 
     def filters(self) -> dict[str, object]:
-        return {"openpgp_fingerprint": openpgp_fingerprint}
+        return {
+            "openpgp_fingerprint": openpgp_fingerprint,
+            "openpgp_primary_fingerprints": openpgp_primary_fingerprints,
+        }

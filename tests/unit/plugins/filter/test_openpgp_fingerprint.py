@@ -49,3 +49,12 @@ def test_a_changed_key_has_another_fingerprint():
 def test_garbage_is_refused(key, message):
     with pytest.raises(AnsibleFilterError, match=message):
         plugin.openpgp_fingerprint(key)
+
+
+def test_primary_fingerprints_list_every_primary_key_but_no_subkey():
+    keys = [path.read_text() for path in FIXTURES]
+    expected = [path.stem.split("-")[1] for path in FIXTURES]
+    combined = b"".join(plugin.dearmor(text) for text in keys)
+    assert plugin.openpgp_primary_fingerprints(combined) == expected
+    # GnuPG exports carry user-id, signature and subkey packets too; only the primary key counts.
+    assert plugin.openpgp_primary_fingerprints(keys[0]) == expected[:1]
