@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import re
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "resources" / "tests"))
+from ssh_client import ssh, ssh_with_lab_key
 
 LYNIS_TARGET = 85
 
@@ -55,3 +60,18 @@ def test_audit_rules_watch_gpu_devices_and_module_loading(host):
 def test_cron_is_restricted(host):
     assert host.file("/etc/cron.allow").content_string.split() == ["root"]
     assert not host.file("/etc/cron.deny").exists
+
+
+def test_a_fresh_operator_login_succeeds_after_converge(host):
+    result = ssh_with_lab_key(host.ansible.get_variables()["ansible_host"], "operator")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "operator"
+
+
+def test_password_and_root_logins_are_refused(host):
+    address = host.ansible.get_variables()["ansible_host"]
+    password = ssh(address, "operator", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password")
+    assert password.returncode == 255
+    assert "Permission denied (publickey)" in password.stderr
+    root = ssh(address, "root", "-o", "PubkeyAuthentication=no", "-o", "PreferredAuthentications=password")
+    assert root.returncode == 255

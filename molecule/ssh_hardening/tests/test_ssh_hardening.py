@@ -2,38 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-KEY = (
-    Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-    / ".cache/lab/ssh/id_ed25519"
-)
-CLIENT = [
-    "ssh",
-    "-o",
-    "StrictHostKeyChecking=no",
-    "-o",
-    "UserKnownHostsFile=/dev/null",
-    "-o",
-    "BatchMode=yes",
-    "-o",
-    "ConnectTimeout=10",
-]
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "resources" / "tests"))
+from ssh_client import ssh, ssh_with_lab_key
 
 
 @pytest.fixture(scope="module")
 def address(host):
     return host.ansible.get_variables()["ansible_host"]
-
-
-def ssh(address, user, *options, command="id -un"):
-    return subprocess.run(
-        [*CLIENT, *options, f"{user}@{address}", command], capture_output=True, text=True, timeout=30, check=False
-    )
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +24,7 @@ def effective(host):
 
 
 def test_a_fresh_connection_as_the_operator_succeeds(address):
-    result = ssh(address, "operator", "-i", str(KEY))
+    result = ssh_with_lab_key(address, "operator")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "operator"
 
@@ -63,13 +43,13 @@ def test_password_login_is_refused(address):
 
 
 def test_root_login_is_refused_even_with_a_valid_key(address):
-    result = ssh(address, "root", "-i", str(KEY))
+    result = ssh_with_lab_key(address, "root")
     assert result.returncode == 255
     assert "Permission denied" in result.stderr
 
 
 def test_weak_cipher_is_refused(address):
-    result = ssh(address, "operator", "-i", str(KEY), "-o", "Ciphers=aes128-cbc")
+    result = ssh_with_lab_key(address, "operator", "-o", "Ciphers=aes128-cbc")
     assert result.returncode == 255
     assert "no matching cipher" in result.stderr
 

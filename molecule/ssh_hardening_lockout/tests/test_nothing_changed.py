@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
+import sys
 from pathlib import Path
 
-KEY = (
-    Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
-    / ".cache/lab/ssh/id_ed25519"
-)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "resources" / "tests"))
+from ssh_client import ssh_with_lab_key
 
 
 def test_no_dropin_was_written(host):
@@ -21,27 +18,6 @@ def test_banner_is_the_distribution_one(host):
 
 
 def test_operator_still_logs_in(host):
-    address = host.ansible.get_variables()["ansible_host"]
-    result = subprocess.run(
-        [
-            "ssh",
-            "-i",
-            str(KEY),
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "ConnectTimeout=10",
-            f"operator@{address}",
-            "id -un",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    result = ssh_with_lab_key(host.ansible.get_variables()["ansible_host"], "operator")
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "operator"
