@@ -1,4 +1,7 @@
-"""playbooks/gpu_node.yml: both roles applied together on one host, each in its expected end state."""
+"""playbooks/gpu_node.yml: both roles applied together on one host, each in its expected end state.
+
+The driver comes from Debian's real packages; the NVIDIA Container Toolkit is the lab's STAND-IN package set.
+"""
 
 from __future__ import annotations
 

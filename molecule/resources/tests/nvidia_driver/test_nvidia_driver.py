@@ -1,7 +1,9 @@
 """nvidia_driver on a GPU-less lab host: packages, pins, holds, kernel module settings, persistenced, facts.
 
 The lab has no GPU and no kernel driver (containers share the host's kernel), so the kernel module package is
-skipped and validation is skipped; both must say why.
+skipped and validation is skipped; both must say why. The distribution scenario installs Debian's real
+packages; the cuda_repo scenario installs STAND-IN packages (lab/standins/nvidia-driver.json) with NVIDIA's names
+and versions from a signed repository served on the instance's loopback.
 """
 
 from __future__ import annotations
