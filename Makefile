@@ -12,7 +12,7 @@ export LAB_IMAGE ?= gpuops-lab:$(LAB_SUITE)
 # Molecule scenarios to run (default: all of them).
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup docker image lint unit molecule test build docs gameday clean constraints
+.PHONY: help setup docker image lint unit molecule test build docs gameday clean constraints lab lab-down lab-test
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -62,6 +62,24 @@ gameday: ## Run the chaos game day against the lab and write reports/<run>/ (not
 	@echo "make gameday: the game day does not exist yet (issue #9: objectives control, experiments, reports)." >&2
 	@echo "Until then, 'make test' provisions and verifies the roles that exist." >&2
 	@exit 2
+
+LAB_INVENTORY ?= inventories/lab
+LAB_LOGS := .cache/lab/logs
+
+lab: setup image ## Bring up the lab fleet (playbooks/lab_up.yml) and converge it with playbooks/site.yml over SSH
+	@mkdir -p $(LAB_LOGS)
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/lab_up.yml | tee $(LAB_LOGS)/lab_up.log
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/site.yml | tee $(LAB_LOGS)/site.log
+	@echo; echo "=== make lab: recap"
+	@for p in lab_up site; do echo "--- $$p.yml"; sed -n '/^PLAY RECAP/,/^$$/{/^PLAY RECAP/d;/^$$/d;p}' $(LAB_LOGS)/$$p.log; done
+	@docker ps --filter label=gpuops.lab=true --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'
+	@echo "Log in: ssh -i .cache/lab/ssh/id_ed25519 -p <port> operator@127.0.0.1   (ports: $(LAB_INVENTORY)/hosts.yml)"
+
+lab-down: setup ## Remove the lab: its containers, their volumes, the lab network (keeps the image and the lab key)
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/lab_down.yml
+
+lab-test: setup ## Integration tests against the running lab (tests/integration; skipped when the lab is down)
+	pytest tests/integration
 
 clean: ## Remove build output and Molecule instances (keeps the virtualenv and the lab image)
 	-for s in $(SCENARIOS); do molecule destroy -s $$s >/dev/null 2>&1; done
