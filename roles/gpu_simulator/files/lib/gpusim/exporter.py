@@ -40,7 +40,7 @@ Getter = Callable[[st.GpuView], float]
 
 
 def _xid(view: st.GpuView) -> float:
-    return float(view.gpu.get("last_xid", 0))
+    return int(view.gpu.get("last_xid", 0))
 
 
 # DCGM field name -> value getter. Fields the simulator has no model for read 0.
