@@ -15,7 +15,7 @@ import urllib.request
 
 import bcrypt
 import pytest
-from conftest import EXPORTER, free_port, wait_for_port
+from simhelpers import EXPORTER, free_port, wait_for_port
 
 
 def dcgmi(sim, port, *args):

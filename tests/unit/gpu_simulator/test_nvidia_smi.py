@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import FIXTURES, make_sim
+from simhelpers import FIXTURES, make_sim
 
 FIXTURE_EPOCH = "1795946400"  # Sun Nov 29 10:00:00 2026 UTC, the timestamp in the fixtures' -q output
 
