@@ -462,7 +462,8 @@ def build(opts: dict[str, Any]) -> tuple[Collector, WebConfig, str, float]:
     if opts.get("web_config"):
         web = parse_web_config(Path(opts["web_config"]).read_text(encoding="utf-8"))
     label = os.environ.get("GPUSIM_HOSTNAME_LABEL", "hostname")
-    hostname = None if opts.get("no_hostname") else config.hostname
+    # Like the real exporter, the label carries the OS hostname (GPUSIM_HOSTNAME pins it for tests).
+    hostname = None if opts.get("no_hostname") else os.environ.get("GPUSIM_HOSTNAME") or socket.gethostname()
     interval_s = max(0.1, int(opts["interval"]) / 1000.0)
     options = Options(counters=counters, hostname=hostname, devices=parse_devices(str(opts["devices"])))
     options.hostname_label = label
