@@ -1,0 +1,115 @@
+"""The running lab, seen from the controller: its hosts from the lab inventory, and SSH to them as the operator.
+
+Every command goes over real SSH with the lab key through the port each host publishes on 127.0.0.1, the way
+Ansible and chaosgpu reach the lab; commands between hosts run on one host against another's lab address.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+INVENTORY = ROOT / "inventories" / "lab"
+LAB_KEY = ROOT / ".cache" / "lab" / "ssh" / "id_ed25519"
+SSH_OPTIONS = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "LogLevel=ERROR",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "ConnectTimeout=5",
+    "-o",
+    "ControlMaster=no",
+]
+
+
+@dataclass(frozen=True)
+class Host:
+    """One lab host: its inventory name, published SSH port and address on the lab network."""
+
+    name: str
+    port: int
+    address: str
+
+    def run(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """Run a shell command as the operator; never raises on a non-zero exit (callers assert on it)."""
+        argv = ["ssh", *SSH_OPTIONS, "-i", str(LAB_KEY), "-p", str(self.port), "operator@127.0.0.1", command]
+        try:
+            return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        except subprocess.TimeoutExpired as err:
+            return subprocess.CompletedProcess(argv, 255, "", f"ssh timed out after {err.timeout} s")
+
+    def check(self, command: str, timeout: float = 60) -> str:
+        """Run a command that must succeed; its stdout."""
+        result = self.run(command, timeout)
+        assert result.returncode == 0, f"{self.name}: `{command}` exited {result.returncode}: {result.stderr}"
+        return result.stdout
+
+    def http_get(self, url: str, timeout: float = 5) -> subprocess.CompletedProcess[str]:
+        """GET url from this host (curl); returncode 0 only for a 2xx answer."""
+        return self.run(f"curl -sSf --max-time {timeout:g} {shlex.quote(url)}", timeout=timeout + 15)
+
+
+@dataclass(frozen=True)
+class Lab:
+    """The lab inventory's hosts and groups."""
+
+    hosts: dict[str, Host]
+    groups: dict[str, list[str]]
+
+    def group(self, name: str) -> list[Host]:
+        return [self.hosts[host] for host in self.groups.get(name, [])]
+
+
+def load_lab() -> Lab:
+    """Read inventories/lab with ansible-inventory (the single source of truth for the lab's hosts)."""
+    listing = json.loads(
+        subprocess.run(
+            ["ansible-inventory", "-i", str(INVENTORY), "--list"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=120,
+        ).stdout
+    )
+    hostvars = listing["_meta"]["hostvars"]
+    hosts = {
+        name: Host(
+            name=name,
+            port=int(values["ansible_port"]),
+            address=str(values["lab_address"]),
+        )
+        for name, values in hostvars.items()
+    }
+    groups: dict[str, list[str]] = {}
+
+    def collect(group: str) -> list[str]:
+        members = list(listing.get(group, {}).get("hosts", []))
+        for child in listing.get(group, {}).get("children", []):
+            members += collect(child)
+        groups[group] = sorted(set(members))
+        return groups[group]
+
+    collect("all")
+    return Lab(hosts=hosts, groups=groups)
+
+
+def wait_for(predicate: Callable[[], bool], deadline_s: float, interval_s: float = 1.0) -> tuple[bool, float]:
+    """Call predicate() until it returns true or deadline_s passes; (succeeded, seconds waited)."""
+    start = time.monotonic()
+    while True:
+        if predicate():
+            return True, time.monotonic() - start
+        if time.monotonic() - start >= deadline_s:
+            return False, time.monotonic() - start
+        time.sleep(interval_s)
