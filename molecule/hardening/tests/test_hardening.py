@@ -30,15 +30,65 @@ def test_lynis_hardening_index_meets_the_target(lynis):
     assert index >= LYNIS_TARGET, f"Lynis hardening index {index} < {LYNIS_TARGET}; suggestions:\n{suggestions}"
 
 
-def test_forwarding_for_containers_is_configured(host):
+def test_forwarding_for_containers_is_configured_and_in_effect(host):
     assert "net.ipv4.ip_forward = 1" in host.file("/etc/sysctl.d/60-gpuops-hardening.conf").content_string
+    # In effect: read from the running kernel (this network namespace), as the role's own read-back does.
+    assert host.check_output("sysctl -n net.ipv4.ip_forward") == "1"
     assert 'iifname "docker0" accept' in host.check_output("nft list chain inet gpuops_filter forward")
 
 
-def test_nvidia_modprobe_stays_in_the_setuid_allowlist(host):
-    assert "/usr/bin/nvidia-modprobe" in host.ansible.get_variables().get(
-        "os_hardening_suid_allowlist", ["/usr/bin/nvidia-modprobe"]
+def test_nvidia_modprobe_keeps_its_setuid_bit(host):
+    # prepare installed it setuid, as the driver package does; os-09 must leave it.
+    assert host.file("/usr/bin/nvidia-modprobe").mode & 0o4000
+
+
+MOUNT_OPTIONS = {"/dev/shm": {"nodev", "nosuid", "noexec"}, "/tmp": {"nodev", "nosuid"}}  # noqa: S108 (mount points)
+
+
+@pytest.mark.parametrize("path", sorted(MOUNT_OPTIONS))
+def test_shared_memory_and_tmp_carry_their_mount_options(host, path):
+    options = MOUNT_OPTIONS[path]
+    # prepare loosened both; converge remounted them and wrote the options to fstab for the next boot.
+    live = host.check_output(f"findmnt --noheadings --output OPTIONS --mountpoint {path}").split(",")
+    assert options <= set(live), f"{path} is mounted {live}"
+    fstab = [line.split() for line in host.file("/etc/fstab").content_string.splitlines() if not line.startswith("#")]
+    entry = next(fields for fields in fstab if len(fields) > 3 and fields[1] == path)
+    assert options <= set(entry[3].split(","))
+
+
+def _try_password(host, service: str, user: str, password: str) -> int:
+    return host.run(f"printf '%s\\n' '{password}' | timeout 20 pamtester {service} {user} authenticate").rc
+
+
+@pytest.mark.parametrize("service", ["sudo", "login"])
+def test_repeated_password_failures_lock_the_account(host, service):
+    """pam_faillock in the stacks sudo and a console login use: after `deny` failures even the right password is
+    refused, until an administrator resets the count."""
+    user, right = "faillock-probe", "Correct-Horse-9-Battery"
+    host.run_expect([0], f"faillock --user {user} --reset")
+    assert _try_password(host, service, user, right) == 0
+    for _ in range(3):
+        assert _try_password(host, service, user, "wrong-password") != 0
+    assert _try_password(host, service, user, right) != 0, "the right password worked on a locked account"
+    host.run_expect([0], f"faillock --user {user} --reset")
+    assert _try_password(host, service, user, right) == 0
+
+
+def test_failed_passwords_for_the_operator_do_not_lock_out_key_logins_or_sudo(host):
+    """Someone guessing the operator's password locks its password path, not its key logins or sudo."""
+    # One command: every sudo through which testinfra runs a command is a successful login of the operator,
+    # and pam_faillock's account phase clears the count on success.
+    tally = host.check_output(
+        "faillock --user operator --reset; for i in 1 2 3 4; do printf 'guess\\n' | pamtester sudo operator "
+        "authenticate 2>/dev/null && echo ACCEPTED; done; faillock --user operator"
     )
+    assert "ACCEPTED" not in tally
+    records = [line for line in tally.splitlines() if line.rstrip().endswith(" V")]
+    assert len(records) >= 3, f"the failures were not counted:\n{tally}"
+    address = host.ansible.get_variables()["ansible_host"]
+    result = ssh_with_lab_key(address, "operator", command="sudo -n id -un")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "root"
 
 
 def test_core_dumps_are_off(host):
