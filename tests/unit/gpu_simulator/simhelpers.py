@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
+import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,3 +123,40 @@ def make_sim(tmp_path: Path, hostname: str = "gpu-node-1", **config: Any) -> Sim
     result = sim.run("admin", "init")
     assert result.returncode == 0, result.stderr
     return sim
+
+
+# dcgmi and the dcgm-exporter stand-in
+
+
+def dcgmi(sim: Sim, port: int, *args: str) -> subprocess.CompletedProcess[str]:
+    return sim.run("dcgmi", *args, "--host", f"127.0.0.1:{port}")
+
+
+def start_exporter(sim: Sim, *args: str, **env: str) -> int:
+    port = free_port()
+    child = sim.spawn([sys.executable, str(EXPORTER), "-a", f"127.0.0.1:{port}", *args], **env)
+    try:
+        wait_for_port(port)
+    except AssertionError:
+        child.terminate()
+        raise AssertionError(child.communicate(timeout=5)) from None
+    return port
+
+
+def scrape(
+    port: int, headers: dict[str, str] | None = None, scheme: str = "http", context: ssl.SSLContext | None = None
+) -> str:
+    url = f"{scheme}://127.0.0.1:{port}/metrics"
+    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - http(s) on loopback only
+    with urllib.request.urlopen(request, timeout=5, context=context) as response:  # noqa: S310
+        return response.read().decode()
+
+
+def samples(text: str, name: str) -> list[tuple[dict[str, str], str]]:
+    """(labels, value) of every series of one metric, in exposition order."""
+    pattern = re.compile(rf"^{name}\{{(?P<labels>[^}}]*)\}} (?P<value>\S+)$", re.M)
+    found = []
+    for match in pattern.finditer(text):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
+        found.append((labels, match["value"]))
+    return found

@@ -15,38 +15,7 @@ import urllib.request
 
 import bcrypt
 import pytest
-from simhelpers import EXPORTER, free_port, wait_for_port
-
-
-def dcgmi(sim, port, *args):
-    return sim.run("dcgmi", *args, "--host", f"127.0.0.1:{port}")
-
-
-def start_exporter(sim, *args, **env):
-    port = free_port()
-    child = sim.spawn([sys.executable, str(EXPORTER), "-a", f"127.0.0.1:{port}", *args], **env)
-    try:
-        wait_for_port(port)
-    except AssertionError:
-        child.terminate()
-        raise AssertionError(child.communicate(timeout=5)) from None
-    return port
-
-
-def scrape(port, headers=None, scheme="http", context=None):
-    url = f"{scheme}://127.0.0.1:{port}/metrics"
-    request = urllib.request.Request(url, headers=headers or {})  # noqa: S310 - http(s) on loopback only
-    with urllib.request.urlopen(request, timeout=5, context=context) as response:  # noqa: S310
-        return response.read().decode()
-
-
-def samples(text, name):
-    pattern = re.compile(rf"^{name}\{{(?P<labels>[^}}]*)\}} (?P<value>\S+)$", re.M)
-    found = []
-    for match in pattern.finditer(text):
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', match["labels"]))
-        found.append((labels, match["value"]))
-    return found
+from simhelpers import EXPORTER, dcgmi, free_port, samples, scrape, start_exporter
 
 
 def test_dcgmi_fails_like_the_real_tool_without_a_host_engine(sim):

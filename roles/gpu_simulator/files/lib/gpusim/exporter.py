@@ -4,6 +4,10 @@
 
 Embedded mode reads the node's state directly; with -r/--remote-hostengine-info it asks the host engine.
 Values are refreshed every collect interval; only the fields listed in the collectors file are exported.
+The exporter's own fields are supported like in dcgm-exporter 3.3.5+: DCGM_EXP_XID_ERRORS_COUNT (XIDs within
+-x/--xid-count-window-size ms, one series per GPU and `xid`) and DCGM_EXP_CLOCK_EVENTS_COUNT (clock-event reasons
+sampled every collect interval within --clock-events-count-window-size ms, one series per GPU and `clock_event`);
+both carry `window_size_in_ms`, and a GPU without events in the window has no series.
 --web-config-file takes Prometheus exporter-toolkit's format (tls_server_config, basic_auth_users with bcrypt
 hashes). Unknown flags are refused, naming the flag, like the real (urfave/cli) tool.
 """
@@ -30,7 +34,18 @@ from gpusim import health
 from gpusim import hostengine as he
 from gpusim import state as st
 
-__all__ = ["FIELDS", "Counter", "WebConfig", "main", "parse_collectors", "parse_web_config", "render"]
+__all__ = [
+    "EXP_FIELDS",
+    "FIELDS",
+    "Counter",
+    "Options",
+    "WebConfig",
+    "main",
+    "parse_args",
+    "parse_collectors",
+    "parse_web_config",
+    "render",
+]
 
 VERSION = "3.3.9-3.6.1"
 DEFAULT_COLLECTORS = "/etc/dcgm-exporter/default-counters.csv"
@@ -76,8 +91,8 @@ FIELDS: dict[str, Getter] = {
     "DCGM_FI_DEV_ROW_REMAP_PENDING": lambda v: v.gpu["remap"]["pending"],
     "DCGM_FI_DEV_INFOROM_CONFIG_VALID": lambda v: v.gpu["inforom_valid"],
     "DCGM_FI_DEV_GPU_RECOVERY_ACTION": lambda v: v.gpu.get("recovery_action", 0),
-    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": lambda v: 0 if v.util else 1,
-    "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": lambda v: 0 if v.util else 1,
+    "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS": lambda v: v.clock_event_reasons,
+    "DCGM_FI_DEV_CLOCKS_EVENT_REASONS": lambda v: v.clock_event_reasons,
     "DCGM_FI_DEV_POWER_VIOLATION": lambda v: 0,
     "DCGM_FI_DEV_THERMAL_VIOLATION": lambda v: 0,
     "DCGM_FI_DEV_SYNC_BOOST_VIOLATION": lambda v: 0,
@@ -105,6 +120,24 @@ FIELDS: dict[str, Getter] = {
     "DCGM_FI_PROF_NVLINK_TX_BYTES": lambda v: 0,
     "DCGM_FI_PROF_NVLINK_RX_BYTES": lambda v: 0,
 }
+XID_ERRORS_COUNT = "DCGM_EXP_XID_ERRORS_COUNT"
+CLOCK_EVENTS_COUNT = "DCGM_EXP_CLOCK_EVENTS_COUNT"
+# dcgm-exporter's own fields (computed by the exporter from DCGM's time series, not DCGM fields).
+EXP_FIELDS = (XID_ERRORS_COUNT, CLOCK_EVENTS_COUNT)
+# dcgm-exporter's names for the clock-event reason bits (the `clock_event` label).
+CLOCK_EVENT_NAMES = {
+    0x1: "gpu_idle",
+    0x2: "clocks_setting",
+    0x4: "power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal",
+    0x40: "hw_thermal",
+    0x80: "hw_power_brake",
+    0x100: "display_clocks",
+}
+DEFAULT_WINDOW_MS = 300000  # 5 minutes, both windows
+
 DEFAULT_COUNTERS = """\
 # STAND-IN built-in default (used when -f names no file and the default file is missing)
 DCGM_FI_DEV_SM_CLOCK, gauge, SM clock frequency (in MHz).
@@ -150,7 +183,7 @@ def parse_collectors(text: str, source: str = "collectors") -> list[Counter]:
             raise ValueError(f"{source}:{number}: unknown metric type {kind!r} for {name} (gauge, counter, label)")
         if kind == "label":
             continue
-        if name not in FIELDS:
+        if name not in FIELDS and name not in EXP_FIELDS:
             raise ValueError(f"{source}:{number}: could not find DCGM field {name}")
         counters.append(Counter(name, kind, parts[2] if len(parts) > 2 else name))  # noqa: PLR2004
     return counters
@@ -175,35 +208,114 @@ class Options:
     devices: set[int] | None
     hostname_label: str = "hostname"
     started: float = field(default_factory=st.now)
+    xid_window_ms: int = DEFAULT_WINDOW_MS
+    clock_events_window_ms: int = DEFAULT_WINDOW_MS
+    # UUID -> [(time, reasons bitmask)]: the clock-event samples taken at each collection (DCGM's watch).
+    clock_samples: dict[str, list[tuple[float, int]]] = field(default_factory=dict)
 
 
-def render(views: list[st.GpuView], opts: Options) -> str:
-    """The Prometheus text exposition of every listed counter for every selected GPU."""
+def _base_labels(view: st.GpuView, opts: Options) -> list[tuple[str, str]]:
+    labels = [
+        ("gpu", str(view.index)),
+        ("UUID", view.gpu["uuid"]),
+        ("pci_bus_id", view.gpu["pci_bus_id"]),
+        ("device", f"nvidia{view.gpu['minor_number']}"),
+        ("modelName", view.profile["name"]),
+    ]
+    if opts.hostname is not None:
+        labels.append((opts.hostname_label, opts.hostname))
+    return labels
+
+
+def _line(name: str, labels: list[tuple[str, str]], value: float) -> str:
+    text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+    return f"{name}{{{text}}} {_format(value)}"
+
+
+def xid_counts(view: st.GpuView, opts: Options, t: float) -> dict[int, int]:
+    """XIDs of one GPU within the XID window (and seen since this exporter started), counted per XID."""
+    since = max(t - opts.xid_window_ms / 1000.0, opts.started)
+    counts: dict[int, int] = {}
+    for event in view.gpu.get("xid_history", []):
+        if since <= float(event["ts"]) <= t:
+            counts[int(event["xid"])] = counts.get(int(event["xid"]), 0) + 1
+    return counts
+
+
+def sample_clock_events(views: list[st.GpuView], opts: Options, t: float) -> None:
+    """One sample of every GPU's clock-event reasons, as DCGM's watch takes each interval; old samples drop.
+
+    A GPU that fell off the bus gives no sample (DCGM cannot read it)."""
+    horizon = t - opts.clock_events_window_ms / 1000.0
+    for view in views:
+        samples = opts.clock_samples.setdefault(view.gpu["uuid"], [])
+        if not view.lost:
+            samples.append((t, view.clock_event_reasons))
+        samples[:] = [(ts, mask) for ts, mask in samples if ts >= horizon]
+
+
+def clock_event_counts(view: st.GpuView, opts: Options, t: float) -> dict[str, int]:
+    """Samples of one GPU within the clock-events window, counted per reason bit."""
+    horizon = t - opts.clock_events_window_ms / 1000.0
+    counts: dict[str, int] = {}
+    for ts, mask in opts.clock_samples.get(view.gpu["uuid"], []):
+        if horizon <= ts <= t:
+            for bit, name in CLOCK_EVENT_NAMES.items():
+                if mask & bit:
+                    counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _render_field(counter: Counter, chosen: list[st.GpuView], opts: Options) -> list[str]:
+    lines = [f"# HELP {counter.name} {counter.help}", f"# TYPE {counter.name} {counter.kind}"]
+    for view in chosen:
+        labels = _base_labels(view, opts)
+        value = FIELDS[counter.name](view)
+        if counter.name == "DCGM_FI_DEV_XID_ERRORS":
+            # Sticky like DCGM's cached value, but only for XIDs seen since this exporter started.
+            if float(view.gpu.get("last_xid_ts", 0)) < opts.started:
+                value = 0
+            code = int(value)
+            labels += [("err_code", str(code)), ("err_msg", health.xid_message(code) if code else "No Error")]
+        lines.append(_line(counter.name, labels, value))
+    return lines
+
+
+def _render_exp(counter: Counter, chosen: list[st.GpuView], opts: Options, t: float) -> list[str]:
+    """dcgm-exporter's own fields: base labels, then its extra labels in name order; no events, no series."""
     lines: list[str] = []
+    for view in chosen:
+        labels = _base_labels(view, opts)
+        if counter.name == XID_ERRORS_COUNT:
+            window = ("window_size_in_ms", str(opts.xid_window_ms))
+            for xid, count in sorted(xid_counts(view, opts, t).items()):
+                lines.append(_line(counter.name, [*labels, window, ("xid", str(xid))], count))
+        else:
+            window = ("window_size_in_ms", str(opts.clock_events_window_ms))
+            for name, count in sorted(clock_event_counts(view, opts, t).items()):
+                lines.append(_line(counter.name, [*labels, ("clock_event", name), window], count))
+    if not lines:
+        return []
+    return [f"# HELP {counter.name} {counter.help}", f"# TYPE {counter.name} {counter.kind}", *lines]
+
+
+def render(views: list[st.GpuView], opts: Options, at: float | None = None) -> str:
+    """The Prometheus text exposition of every listed counter for every selected GPU, at time `at` (now).
+
+    DCGM fields come first in the collectors file's order, then the exporter's own fields (as dcgm-exporter
+    appends its collectors' output to the DCGM pipeline's)."""
+    t = st.now() if at is None else at
     # A lost GPU keeps its series: DCGM still serves the cached values (the XID among them).
     chosen = [v for v in views if opts.devices is None or v.index in opts.devices]
+    if any(c.name == CLOCK_EVENTS_COUNT for c in opts.counters):
+        sample_clock_events(chosen, opts, t)
+    lines: list[str] = []
     for counter in opts.counters:
-        lines.append(f"# HELP {counter.name} {counter.help}")
-        lines.append(f"# TYPE {counter.name} {counter.kind}")
-        for view in chosen:
-            labels = [
-                ("gpu", str(view.index)),
-                ("UUID", view.gpu["uuid"]),
-                ("pci_bus_id", view.gpu["pci_bus_id"]),
-                ("device", f"nvidia{view.gpu['minor_number']}"),
-                ("modelName", view.profile["name"]),
-            ]
-            if opts.hostname is not None:
-                labels.append((opts.hostname_label, opts.hostname))
-            value = FIELDS[counter.name](view)
-            if counter.name == "DCGM_FI_DEV_XID_ERRORS":
-                # Sticky like DCGM's cached value, but only for XIDs seen since this exporter started.
-                if float(view.gpu.get("last_xid_ts", 0)) < opts.started:
-                    value = 0
-                code = int(value)
-                labels += [("err_code", str(code)), ("err_msg", health.xid_message(code) if code else "No Error")]
-            text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-            lines.append(f"{counter.name}{{{text}}} {_format(value)}")
+        if counter.name not in EXP_FIELDS:
+            lines += _render_field(counter, chosen, opts)
+    for counter in opts.counters:
+        if counter.name in EXP_FIELDS:
+            lines += _render_exp(counter, chosen, opts, t)
     return "".join(line + "\n" for line in lines)
 
 
@@ -379,17 +491,35 @@ _FLAGS: dict[str, tuple[str, str | None, bool]] = {
     "kubernetes": ("kubernetes", "DCGM_EXPORTER_KUBERNETES", False),
     "x": ("xid_window", "DCGM_EXPORTER_XID_COUNT_WINDOW_SIZE", True),
     "xid-count-window-size": ("xid_window", "DCGM_EXPORTER_XID_COUNT_WINDOW_SIZE", True),
+    "clock-events-count-window-size": ("clock_events_window", "DCGM_EXPORTER_CLOCK_EVENTS_COUNT_WINDOW_SIZE", True),
     "debug": ("debug", "DCGM_EXPORTER_DEBUG", False),
     "v": ("version", None, False),
     "version": ("version", None, False),
     "h": ("help", None, False),
     "help": ("help", None, False),
 }
-DEFAULTS = {"collectors": DEFAULT_COLLECTORS, "address": ":9400", "interval": "30000", "devices": "f"}
+DEFAULTS = {
+    "collectors": DEFAULT_COLLECTORS,
+    "address": ":9400",
+    "interval": "30000",
+    "devices": "f",
+    "xid_window": str(DEFAULT_WINDOW_MS),
+    "clock_events_window": str(DEFAULT_WINDOW_MS),
+}
+# Options that are urfave/cli IntFlags: a value that is not an integer is a usage error.
+INT_KEYS = ("interval", "xid_window", "clock_events_window")
 
 
 class UsageError(Exception):
     pass
+
+
+def parse_int(text: str) -> int:
+    """An integer as urfave/cli's IntFlag reads it (Go's ParseInt with base 0: 0x.., 0o.., 0b.., 0.. octal)."""
+    body = text.strip().lstrip("+-")
+    if len(body) > 1 and body[0] == "0" and body[1].isdigit():
+        return int(text.strip().replace("0", "0o", 1), 0)
+    return int(text.strip(), 0)
 
 
 def parse_args(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
@@ -412,6 +542,12 @@ def parse_args(argv: list[str], env: dict[str, str]) -> dict[str, Any]:
             opts[key] = value
         else:
             opts[key] = inline.lower() in ("1", "true") if eq else True
+    for name, (key, _, _) in _FLAGS.items():
+        if key in INT_KEYS and len(name) > 1:
+            try:
+                parse_int(str(opts[key]))
+            except ValueError:
+                raise UsageError(f'invalid value "{opts[key]}" for flag -{name}: parse error') from None
     return opts
 
 
@@ -464,9 +600,15 @@ def build(opts: dict[str, Any]) -> tuple[Collector, WebConfig, str, float]:
     label = os.environ.get("GPUSIM_HOSTNAME_LABEL", "hostname")
     # Like the real exporter, the label carries the OS hostname (GPUSIM_HOSTNAME pins it for tests).
     hostname = None if opts.get("no_hostname") else os.environ.get("GPUSIM_HOSTNAME") or socket.gethostname()
-    interval_s = max(0.1, int(opts["interval"]) / 1000.0)
-    options = Options(counters=counters, hostname=hostname, devices=parse_devices(str(opts["devices"])))
-    options.hostname_label = label
+    interval_s = max(0.1, parse_int(str(opts["interval"])) / 1000.0)
+    options = Options(
+        counters=counters,
+        hostname=hostname,
+        devices=parse_devices(str(opts["devices"])),
+        hostname_label=label,
+        xid_window_ms=parse_int(str(opts["xid_window"])),
+        clock_events_window_ms=parse_int(str(opts["clock_events_window"])),
+    )
     collector = Collector(_source(opts.get("remote"), config), options, interval_s)
     return collector, web, str(opts["address"]), interval_s
 

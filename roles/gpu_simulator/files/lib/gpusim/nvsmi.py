@@ -47,7 +47,7 @@ def _bus(view: st.GpuView) -> str:
 
 
 def _clock_reasons(view: st.GpuView, _: st.Config) -> str:
-    return "0x0000000000000001" if not view.util else "0x0000000000000000"
+    return f"0x{view.clock_event_reasons:016X}"
 
 
 # canonical name -> (unit or "", getter). Units appear in the header ("memory.total [MiB]") and after values.

@@ -53,6 +53,11 @@ DEFAULT_KERNEL_LOG = "/var/log/gpusim/kmsg"
 DEFAULT_PERSISTENCED_PIDFILE = "/var/run/nvidia-persistenced/nvidia-persistenced.pid"
 STATE_VERSION = 1
 XID_GPU_LOST = 79
+XID_HISTORY_KEEP = 256  # XID samples kept per GPU for windowed counts (DCGM's time series of field 230)
+# Clock-event (throttle) reason bits, as in DCGM's dcgm_fields.h / NVML's nvmlClocksEventReason*.
+CLOCK_EVENT_GPU_IDLE = 0x1
+CLOCK_EVENT_SW_POWER_CAP = 0x4
+CLOCK_EVENT_SW_THERMAL = 0x20
 PROCS_MODE = 0o1777  # sticky and world-writable like /tmp: unprivileged jobs register their own file
 
 # Board profiles: what nvidia-smi reports for each product. Values from NVIDIA's product specifications.
@@ -228,6 +233,7 @@ def _new_gpu(config: Config, index: int, bus: int) -> dict[str, Any]:
         "last_xid": 0,
         "last_xid_ts": 0.0,
         "xid_events": [],
+        "xid_history": [],
         "lost": False,
         "overrides": {},
         "energy_base_j": 0.0,
@@ -420,6 +426,16 @@ class GpuView:
     def memory_free(self) -> int:
         return max(0, self.memory_total - self.memory_reserved - self.memory_used)
 
+    @property
+    def clock_event_reasons(self) -> int:
+        """The active clock-event (throttle) reasons bitmask: idle, power cap, thermal slowdown."""
+        reasons = 0 if self.util else CLOCK_EVENT_GPU_IDLE
+        if self.power >= self.profile["power_limit_w"]:
+            reasons |= CLOCK_EVENT_SW_POWER_CAP
+        if self.temperature >= self.profile["temp_slowdown"]:
+            reasons |= CLOCK_EVENT_SW_THERMAL
+        return reasons
+
 
 def _wave(t: float, index: int, period: float) -> float:
     return math.sin(t / period + index * 0.7)
@@ -506,12 +522,17 @@ def _write_kernel_log(config: Config, line: str) -> None:
 def record_xid(
     config: Config, gpu: dict[str, Any], xid: int, message: str, pid: int | None = None, name: str | None = None
 ) -> str:
-    """An XID happens on `gpu` (a record inside a `mutate` block): counters, lost flag, kernel-log line."""
+    """An XID happens on `gpu` (a record inside a `mutate` block): counters, lost flag, kernel-log line.
+
+    `xid_events` are the health incidents (a GPU reset clears them); `xid_history` is DCGM's time series of the
+    XID field, which outlives a GPU reset and is what dcgm-exporter counts over its window."""
     t = now()
     gpu["last_xid"] = xid
     gpu["last_xid_ts"] = t
     gpu.setdefault("xid_events", []).append({"xid": xid, "ts": t})
     del gpu["xid_events"][:-32]
+    gpu.setdefault("xid_history", []).append({"xid": xid, "ts": t})
+    del gpu["xid_history"][:-XID_HISTORY_KEEP]
     if xid == XID_GPU_LOST:
         gpu["lost"] = True
     line = kernel_log_line(gpu, xid, pid, name, message)
@@ -541,3 +562,4 @@ def boot(data: dict[str, Any]) -> None:
         gpu["lost"] = False
         gpu["last_xid"] = 0
         gpu["last_xid_ts"] = 0.0
+        gpu["xid_history"] = []
