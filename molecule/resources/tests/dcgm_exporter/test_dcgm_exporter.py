@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -239,6 +240,33 @@ def test_injected_xid_shows_within_one_collection_interval(host, config, listen_
     elapsed = float(result.stdout.strip())
     # One collection interval, plus the time one scrape over TLS takes.
     assert elapsed <= interval_s + 1.0, f"took {elapsed:.2f} s with a {interval_s} s interval"
+
+
+def xid_count(body, gpu, xid):
+    """DCGM_EXP_XID_ERRORS_COUNT of one GPU and XID (0 without a series: no such XID in the window)."""
+    found = [
+        float(value)
+        for labels, value in samples(body, "DCGM_EXP_XID_ERRORS_COUNT")
+        if labels["gpu"] == gpu and labels["xid"] == str(xid)
+    ]
+    return found[0] if found else 0.0
+
+
+def test_injected_xid_is_counted_in_the_xid_window(host, config, listen_address, interval_s):
+    """The role's counters file turns on DCGM_EXP_XID_ERRORS_COUNT: one more XID 79 counts one more, labelled."""
+    _, body = scrape(host, config, listen_address)
+    before = xid_count(body, "0", 79)
+    assert inject_xid_and_wait(host, config, listen_address, 79).rc == 0, journal(host)
+    deadline = time.monotonic() + interval_s + 5
+    while time.monotonic() < deadline:
+        _, body = scrape(host, config, listen_address)
+        if xid_count(body, "0", 79) > before:
+            break
+        time.sleep(0.2)
+    assert xid_count(body, "0", 79) == before + 1, journal(host)
+    labels = next(labels for labels, _ in samples(body, "DCGM_EXP_XID_ERRORS_COUNT") if labels["xid"] == "79")
+    assert {"gpu", "UUID", "device", "modelName", "window_size_in_ms", "xid"} <= set(labels)
+    assert int(labels["window_size_in_ms"]) > 0
 
 
 def test_request_without_credentials_is_refused(host, config, listen_address):
