@@ -65,11 +65,13 @@ gameday: ## Run the chaos game day against the lab and write reports/<run>/ (not
 
 LAB_INVENTORY ?= inventories/lab
 LAB_LOGS := .cache/lab/logs
+# Extra ansible-playbook arguments for `make lab`, e.g. LAB_ANSIBLE_ARGS="--tags hardening" or "-v".
+LAB_ANSIBLE_ARGS ?=
 
 lab: setup image ## Bring up the lab fleet (playbooks/lab_up.yml) and converge it with playbooks/site.yml over SSH
 	@mkdir -p $(LAB_LOGS)
-	ansible-playbook -i $(LAB_INVENTORY) playbooks/lab_up.yml | tee $(LAB_LOGS)/lab_up.log
-	ansible-playbook -i $(LAB_INVENTORY) playbooks/site.yml | tee $(LAB_LOGS)/site.log
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/lab_up.yml $(LAB_ANSIBLE_ARGS) | tee $(LAB_LOGS)/lab_up.log
+	ansible-playbook -i $(LAB_INVENTORY) playbooks/site.yml $(LAB_ANSIBLE_ARGS) | tee $(LAB_LOGS)/site.log
 	@echo; echo "=== make lab: recap"
 	@for p in lab_up site; do echo "--- $$p.yml"; sed -n '/^PLAY RECAP/,/^$$/{/^PLAY RECAP/d;/^$$/d;p}' $(LAB_LOGS)/$$p.log; done
 	@docker ps --filter label=gpuops.lab=true --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'
