@@ -1,32 +1,41 @@
 """Fixtures for tests against the running lab (`make lab`, then `make lab-test`).
 
-Every test here needs the lab: when any lab host does not answer SSH, the whole suite is skipped and says why.
+Every test here needs the lab: when any lab host does not answer SSH, the whole suite is skipped and says why —
+or fails, when GPUOPS_LAB_REQUIRED=1 (CI sets it: a lab that did not come up is a failure there, not a skip).
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
+from typing import NoReturn
 
 import pytest
 from labhosts import LAB_KEY, Host, Lab, load_lab
+
+
+def _not_up(reason: str) -> NoReturn:
+    if os.environ.get("GPUOPS_LAB_REQUIRED") == "1":
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     """The lab inventory, once every host answers SSH as the operator; skips the suite otherwise."""
     if not LAB_KEY.is_file():
-        pytest.skip(f"the lab is not up: no lab key at {LAB_KEY} (run `make lab`)")
+        _not_up(f"the lab is not up: no lab key at {LAB_KEY} (run `make lab`)")
     try:
         inventory = load_lab()
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, FileNotFoundError) as err:
-        pytest.skip(f"the lab inventory cannot be read ({err}); run `make setup`")
+        _not_up(f"the lab inventory cannot be read ({err}); run `make setup`")
     silent = [
         f"{host.name} (127.0.0.1:{host.port})"
         for host in inventory.hosts.values()
         if host.run("true", timeout=20).returncode != 0
     ]
     if silent:
-        pytest.skip(f"the lab is not up: {', '.join(silent)} do(es) not answer SSH; run `make lab`")
+        _not_up(f"the lab is not up: {', '.join(silent)} do(es) not answer SSH; run `make lab`")
     return inventory
 
 
