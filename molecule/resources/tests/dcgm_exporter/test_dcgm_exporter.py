@@ -50,12 +50,8 @@ def proc_status(host, pid):
 
 
 @pytest.fixture(scope="module")
-def listen_address(host, config):
-    configured = config.get("dcgm_exporter_listen_address")
-    if configured:
-        return configured
-    facts = host.ansible("setup", "gather_subset=!all,network")["ansible_facts"]
-    return f"{facts['ansible_default_ipv4']['address']}:9400"
+def listen_address(config, default_ipv4):
+    return config.get("dcgm_exporter_listen_address") or f"{default_ipv4}:9400"
 
 
 @pytest.fixture(scope="module")

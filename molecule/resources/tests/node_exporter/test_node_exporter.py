@@ -18,12 +18,8 @@ DEFAULT_TEXTFILE_DIR = "/var/lib/node_exporter/textfile"
 
 
 @pytest.fixture(scope="module")
-def listen_address(host, config):
-    configured = config.get("node_exporter_web_listen_address")
-    if configured:
-        return configured
-    facts = host.ansible("setup", "gather_subset=!all,network")["ansible_facts"]
-    return f"{facts['ansible_default_ipv4']['address']}:9100"
+def listen_address(config, default_ipv4):
+    return config.get("node_exporter_web_listen_address") or f"{default_ipv4}:9100"
 
 
 @pytest.fixture(scope="module")
