@@ -12,7 +12,7 @@ export LAB_IMAGE ?= gpuops-lab:$(LAB_SUITE)
 # Molecule scenarios to run (default: all of them).
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup docker image lint unit molecule test build docs gameday clean constraints lab lab-down lab-test
+.PHONY: help setup docker image lint unit molecule test build docs gameday clean constraints lab lab-down lab-test rules-test
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -35,6 +35,7 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff, mypy, argument
 	mypy
 	python scripts/check_argument_specs.py
 	python scripts/role_docs.py --check
+	python scripts/gen_prometheusrule.py --check
 
 unit: setup ## Unit tests (no Docker needed)
 	pytest tests/unit
@@ -45,7 +46,12 @@ molecule: setup image ## Every Molecule scenario (SCENARIOS="a b" for a subset)
 	  molecule test -s $$s || { echo "molecule scenario $$s FAILED"; exit 1; }; \
 	done
 
-test: lint unit molecule ## Everything CI runs: lint, unit tests, every Molecule scenario
+rules-test: setup ## promtool check + unit tests of the alert rules (promtool unpacked into .cache/tools, not installed)
+	@scripts/ensure-promtool.sh
+	.cache/tools/promtool check rules roles/monitoring/files/rules/*.yml
+	.cache/tools/promtool test rules tests/rules/*.yml
+
+test: lint unit rules-test molecule ## Everything CI runs: lint, unit tests, every Molecule scenario
 	@echo "make test: all checks passed"
 
 build: setup ## Build the collection tarball into build/
