@@ -18,14 +18,9 @@ DEADLINE_S = 90
 
 
 @pytest.fixture(scope="module")
-def config(host):
-    return host.ansible.get_variables()
-
-
-@pytest.fixture(scope="module")
-def address(host):
-    facts = host.ansible("setup", "gather_subset=!all,network")["ansible_facts"]
-    return facts["ansible_default_ipv4"]["address"]
+def address(default_ipv4):
+    """Where the role listens by default (config and default_ipv4 come from ../conftest.py)."""
+    return default_ipv4
 
 
 def journal(host, unit):
