@@ -10,6 +10,9 @@ export PATH := $(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 export LAB_IMAGE ?= gpuops-lab:$(LAB_SUITE)
 # Molecule scenarios to run (default: all of them).
+# How many scenarios run at once (each in its own container); their logs go to .cache/molecule-logs/.
+MOLECULE_JOBS ?= 2
+export MOLECULE_JOBS
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
 .PHONY: help setup docker image lint unit molecule test build docs gameday clean constraints lab lab-down lab-test rules-test
@@ -40,11 +43,8 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff, mypy, argument
 unit: setup ## Unit tests (no Docker needed)
 	pytest tests/unit
 
-molecule: setup image ## Every Molecule scenario (SCENARIOS="a b" for a subset)
-	@for s in $(SCENARIOS); do \
-	  echo "=== molecule test -s $$s"; \
-	  molecule test -s $$s || { echo "molecule scenario $$s FAILED"; exit 1; }; \
-	done
+molecule: setup image ## Every Molecule scenario (SCENARIOS="a b" for a subset, MOLECULE_JOBS=N at once)
+	@scripts/molecule-run.sh $(SCENARIOS)
 
 rules-test: setup ## promtool check + unit tests of the alert rules (promtool unpacked into .cache/tools, not installed)
 	@scripts/ensure-promtool.sh

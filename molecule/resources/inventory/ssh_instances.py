@@ -28,6 +28,10 @@ def instances(scenario: str) -> dict[str, str]:
         text=True,
         check=True,
     ).stdout.split()
+    # Docker's name filter is a regular expression: ^molecule-ssh_hardening also matches the containers of
+    # ssh_hardening_lockout, which may be running at the same time (make molecule MOLECULE_JOBS=2).
+    own = f"molecule-{scenario}"
+    names = [name for name in names if name == own or name.startswith(own + "-")]
     addresses: dict[str, str] = {}
     for name in names:
         inspected = json.loads(
