@@ -45,7 +45,7 @@ class CommandResult:
         return self.rc == 0
 
 
-class TransportError(ActivityFailed):
+class TransportError(ActivityFailed):  # type: ignore[misc]  # chaoslib is untyped
     """A command could not run or failed on a host; the message names the host, the command and its stderr."""
 
     def __init__(self, result: CommandResult, reason: str = "") -> None:
