@@ -7,11 +7,12 @@ Ansible and chaosgpu reach the lab; commands between hosts run on one host again
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,11 +36,20 @@ SSH_OPTIONS = [
 
 @dataclass(frozen=True)
 class Host:
-    """One lab host: its inventory name, published SSH port and address on the lab network."""
+    """One lab host: its inventory name, published SSH port, address on the lab network, and the service ports
+    it publishes on the controller's 127.0.0.1 (container port -> controller port)."""
 
     name: str
     port: int
     address: str
+    service_ports: dict[int, int] = field(default_factory=dict, compare=False, hash=False)
+
+    def published_url(self, container_port: int, path: str = "") -> str:
+        """http://127.0.0.1:<published port><path> for a service port this host publishes to the controller."""
+        assert container_port in self.service_ports, (
+            f"{self.name} publishes no port {container_port} (lab_service_ports: {self.service_ports})"
+        )
+        return f"http://127.0.0.1:{self.service_ports[container_port]}{path}"
 
     def run(self, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         """Run a shell command as the operator; never raises on a non-zero exit (callers assert on it)."""
@@ -88,6 +98,7 @@ def load_lab() -> Lab:
             name=name,
             port=int(values["ansible_port"]),
             address=str(values["lab_address"]),
+            service_ports={int(k): int(v) for k, v in (values.get("lab_service_ports") or {}).items()},
         )
         for name, values in hostvars.items()
     }
@@ -102,6 +113,15 @@ def load_lab() -> Lab:
 
     collect("all")
     return Lab(hosts=hosts, groups=groups)
+
+
+def unit_option_s(node: Host, unit: str, option: str) -> float:
+    """A duration option given in ms on a running unit's command line (e.g. dcgm-exporter's --collect-interval),
+    in seconds: what the host really runs, not what the inventory says."""
+    exec_start = node.check(f"systemctl show -p ExecStart --value {shlex.quote(unit)}")
+    match = re.search(rf"{re.escape(option)}[= ](\d+)", exec_start)
+    assert match, f"{node.name}: no {option} in {unit}'s ExecStart: {exec_start}"
+    return int(match.group(1)) / 1000
 
 
 def wait_for(predicate: Callable[[], bool], deadline_s: float, interval_s: float = 1.0) -> tuple[bool, float]:

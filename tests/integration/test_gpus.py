@@ -7,7 +7,7 @@ import re
 from collections.abc import Iterator
 
 import pytest
-from labhosts import Host, wait_for
+from labhosts import Host, unit_option_s, wait_for
 
 GPUS_PER_NODE = 8
 # Slack on top of one collection interval: an SSH round trip and a scrape per poll.
@@ -19,14 +19,6 @@ def test_nvidia_smi_lists_eight_gpus(gpu_nodes: list[Host]) -> None:
         lines = node.check("nvidia-smi -L").splitlines()
         gpus = [line for line in lines if re.match(r"^GPU \d+: .+ \(UUID: GPU-[0-9a-f-]+\)$", line)]
         assert len(gpus) == GPUS_PER_NODE, f"{node.name}: nvidia-smi -L printed {lines}"
-
-
-def collect_interval_s(node: Host) -> float:
-    """The exporter's configured collection interval, read from its running unit (--collect-interval, in ms)."""
-    exec_start = node.check("systemctl show -p ExecStart --value dcgm-exporter.service")
-    match = re.search(r"--collect-interval[= ](\d+)", exec_start)
-    assert match, f"{node.name}: no --collect-interval in dcgm-exporter's ExecStart: {exec_start}"
-    return int(match.group(1)) / 1000
 
 
 def xid_of_gpu0(ops: Host, node: Host) -> float | None:
@@ -51,7 +43,7 @@ def node_with_fresh_gpus(gpu_nodes: list[Host]) -> Iterator[Host]:
 
 def test_injected_xid_reaches_the_exporter_within_one_interval(ops: Host, node_with_fresh_gpus: Host) -> None:
     node = node_with_fresh_gpus
-    interval = collect_interval_s(node)
+    interval = unit_option_s(node, "dcgm-exporter.service", "--collect-interval")
     deadline = interval + POLL_SLACK_S
     # Start from a known value, so the injected one is new and the test can fail.
     cleared, _ = wait_for(lambda: xid_of_gpu0(ops, node) == 0, deadline)
