@@ -11,7 +11,9 @@ stay in ``Host.vars`` as the inventory holds them (templates unrendered); ``Inve
 demand. The magic variables Ansible provides and these templates may use are ``inventory_hostname``,
 ``inventory_hostname_short``, ``group_names``, ``groups``, ``hostvars``, ``inventory_dir`` and ``inventory_file``.
 ``inventory_dir`` is the directory given as the source (or the directory of a source file): hosts defined in a
-sub-directory of an inventory directory get the top directory, unlike Ansible.
+sub-directory of an inventory directory get the top directory, unlike Ansible. Vault-encrypted files are decrypted
+by ansible-inventory as usual (``ANSIBLE_VAULT_PASSWORD_FILE``); a vault-encrypted value of a variable chaosgpu
+needs is refused.
 
 Variables chaosgpu reads:
 
@@ -322,7 +324,14 @@ class _TemplateContext:
         """The host's variables with the connection and chaosgpu_* ones rendered."""
         values = dict(self.hostvars[name])
         for var, value in values.items():
-            if (var in _CONNECTION_VARS or var.startswith(_TEMPLATED_PREFIX)) and _needs_templating(value):
+            if not (var in _CONNECTION_VARS or var.startswith(_TEMPLATED_PREFIX)):
+                continue
+            if isinstance(value, Mapping) and "__ansible_vault" in value:
+                raise InventoryError(
+                    f"inventory {self.label}: host {name}: {var} is vault-encrypted and chaosgpu does not decrypt "
+                    "vault values; give it in plain text (secrets belong in the experiment's secrets)"
+                )
+            if _needs_templating(value):
                 values[var] = self.render(name, var, value)
         return values
 

@@ -188,6 +188,22 @@ def test_unrenderable_needed_variable_is_refused_naming_host_and_variable(tmp_pa
     assert str(source) in message
 
 
+def test_vault_encrypted_connection_variable_is_refused(tmp_path):
+    # ansible-inventory --list prints an inline-encrypted string as {"__ansible_vault": ...}, password or not.
+    encrypted = (
+        "!vault |\n"
+        "          $ANSIBLE_VAULT;1.1;AES256\n"
+        "          62376636626638396564373534323834343230353562373939613538626339363832373764306366\n"
+        "          3664306464633161333430323362303337306331376538320a656134393833326535383934386531\n"
+        "          66646266366261366635656432323134623765616134303863656134666431646164356235623863\n"
+        "          6639303636333766620a636261393365356234373037353831643830366635323634376630343639\n"
+        "          3566\n"
+    )
+    source = write_inventory(tmp_path, "all:\n  hosts:\n    n1: {}\n", {"all": f"ansible_user: {encrypted}"})
+    with pytest.raises(InventoryError, match=r"host n1: ansible_user is vault-encrypted"):
+        load_inventory(source)
+
+
 def test_templates_are_refused_when_ansible_cannot_be_imported(tmp_path, monkeypatch):
     monkeypatch.setattr(inventory_module, "_ansible_templating", lambda: None)
     source = write_inventory(tmp_path, "all:\n  hosts:\n    n1:\n      ansible_host: '{{ x }}'\n")
