@@ -186,6 +186,18 @@ class FaultRecord:
     def deadline_iso(self) -> str:
         return datetime.fromtimestamp(self.deadline, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def failure_summary(self) -> str:
+        """``exited N at <ISO time>: <output>`` for a failed revert (``failure`` as the host wrote it), else ""."""
+        if not self.failure:
+            return ""
+        head, _, output = self.failure.partition("\n")
+        when, _, output = output.partition("\n")
+        rc, at = head.removeprefix("rc ").strip(), when.removeprefix("at ").strip()
+        if at.isdigit():
+            at = datetime.fromtimestamp(int(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        said = " | ".join(line.strip() for line in output.splitlines() if line.strip())
+        return f"exited {rc} at {at}" + (f": {said}" if said else "")
+
     def age_s(self) -> float | None:
         """Seconds since the fault was applied, on the host's clock (None when the ledger was not read)."""
         return None if self.observed is None else self.observed - self.created
@@ -789,7 +801,8 @@ def cleanup(
             if fields[0] == "reverted" and len(fields) == 2:  # noqa: PLR2004
                 reverted.append(fields[1])
             elif fields[0] == "revert-failed" and len(fields) == 4:  # noqa: PLR2004
-                failed[fields[1]] = f"exited {fields[2]}: {_tail(_b64(fields[3]))}"
+                said = "\n".join(line for line in _b64(fields[3]).splitlines() if not line.startswith(_MARK))
+                failed[fields[1]] = f"exited {fields[2]}: {_tail(said)}"
         try:
             left = _parse_ledger(host.name, result.stdout)
         except (ValueError, KeyError, TypeError) as err:
