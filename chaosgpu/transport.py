@@ -209,7 +209,8 @@ class LocalTransport(_SubprocessTransport):
 def _private_dir() -> Path:
     """A new directory only this user can enter, short enough for socket paths under it."""
     base = tempfile.gettempdir()
-    if len(base) + 30 > _MAX_SOCKET_PATH and os.path.isdir("/tmp"):  # noqa: S108 - mkdtemp: unique, mode 0700
+    # <base>/cgssh-XXXXXXXX/<16 hex digits>: the base plus 32 characters.
+    if len(base) + 32 > _MAX_SOCKET_PATH and os.path.isdir("/tmp"):  # noqa: S108 - mkdtemp: unique, mode 0700
         base = "/tmp"  # noqa: S108
     path = Path(tempfile.mkdtemp(prefix="cgssh-", dir=base))
     path.chmod(0o700)

@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -106,6 +107,15 @@ def test_control_sockets_live_in_a_private_short_directory(transport):
     assert len(path) + 17 < 104  # ssh adds a suffix while it sets the master up
     assert transport.control_path(host()) == path
     assert transport.control_path(host(name="gpu-node-2", port=2222)) != path
+
+
+def test_a_long_temporary_directory_falls_back_to_tmp(fake_ssh, tmp_path, monkeypatch):
+    long_tmp = tmp_path / ("x" * 90)
+    long_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+    with SSHTransport(ssh=str(fake_ssh[0])) as ssh_transport:
+        assert ssh_transport.control_dir.parent == Path("/tmp")  # noqa: S108 - the fallback under test
+        assert len(ssh_transport.control_path(host())) + 17 < 104
 
 
 def test_command_output_status_and_stdin_come_back(transport):
