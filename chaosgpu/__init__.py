@@ -18,7 +18,11 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0"
 
-_ACTIVITY_MODULES = ("chaosgpu.exporter.probes",)
+_ACTIVITY_MODULES = (
+    "chaosgpu.exporter.probes",
+    "chaosgpu.fleet.actions",
+    "chaosgpu.fleet.probes",
+)
 
 
 def discover(discover_system: bool = True) -> Discovery:  # noqa: ARG001 - Chaos Toolkit's signature

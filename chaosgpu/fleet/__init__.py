@@ -1,0 +1,1 @@
+"""Activities on the fleet as a whole: its fault ledgers (rollbacks, leftover checks)."""
