@@ -86,8 +86,8 @@ lab: setup image ## Bring up the lab fleet (playbooks/lab_up.yml) and converge i
 lab-down: setup ## Remove the lab: its containers, their volumes, the lab network (keeps the image and the lab key)
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/lab_down.yml
 
-lab-test: setup ## Integration tests against the running lab (tests/integration; skipped when the lab is down)
-	pytest tests/integration
+lab-test: setup ## Integration tests against the running lab, in phases of parallel lanes (skipped when the lab is down)
+	@scripts/lab-test.sh
 
 clean: ## Remove build output and Molecule instances (keeps the virtualenv and the lab image)
 	-for s in $(SCENARIOS); do molecule destroy -s $$s >/dev/null 2>&1; done
