@@ -62,6 +62,17 @@ class _SubprocessTransport:
     def argv(self, host: Host, command: str) -> list[str]:
         raise NotImplementedError
 
+    def close(self) -> None:
+        """Release what the transport holds (nothing here)."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        self.close()
+
     def run(self, host: Host, command: str, timeout: float = 60, stdin: str | None = None) -> CommandResult:
         """Run ``command`` on ``host``; the result whatever the exit status (rc 124 on timeout)."""
         result = _run_argv(self.argv(host, command), host.name, command, timeout, stdin)
@@ -175,14 +186,6 @@ class SSHTransport(_SubprocessTransport):
         if self._own_control_dir:
             shutil.rmtree(self.control_dir, ignore_errors=True)
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
-
 
 class LocalTransport(_SubprocessTransport):
     """Runs commands with bash on this machine, whatever the host (tests, and controller-side steps)."""
@@ -193,17 +196,6 @@ class LocalTransport(_SubprocessTransport):
 
     def argv(self, host: Host, command: str) -> list[str]:  # noqa: ARG002 - every host is this machine
         return [self.shell, "-c", command]
-
-    def close(self) -> None:
-        """Nothing to release; here so either transport can be used the same way."""
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _private_dir() -> Path:
