@@ -14,6 +14,11 @@ import pytest
         "/run/systemd/system/prometheus.service",
         "/run/systemd/system/prometheus-alertmanager.service",
         "/var/lib/prometheus",
+        "/opt/monitoring",
+        "/usr/local/bin/prometheus",
+        "/usr/local/bin/promtool",
+        "/usr/local/bin/alertmanager",
+        "/usr/local/bin/amtool",
     ],
 )
 def test_no_file_was_created(host, path):
