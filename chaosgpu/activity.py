@@ -142,11 +142,14 @@ def inject_fault(
     duration_s: float,
     description: str = "",
     transport: Transport | None = None,
+    *,
+    accept_cut: bool = False,
 ) -> list[dict[str, Any]]:
     """Apply one fault to every host of ``plan`` in parallel, each recorded in its host's ledger with a deadline.
 
     All or nothing: when the fault fails on any host, the hosts where it was applied are reverted at once and
-    ActivityFailed names every host that failed and why.
+    ActivityFailed names every host that failed and why. ``accept_cut``: for a fault meant to cut the controller
+    off, a call that broke after the fault was recorded and armed counts as injected (its deadline reverts it).
     """
     transport = transport or get_transport()
     hosts = list(plan.hosts)
@@ -157,6 +160,8 @@ def inject_fault(
                 transport, host, kind, _command(inject, host), _command(revert, host), duration_s, description
             )
         except LedgerError as err:
+            if accept_cut and err.record is not None:
+                return err.record
             return err
 
     with ThreadPoolExecutor(max_workers=max(1, min(32, len(hosts)))) as pool:

@@ -24,6 +24,8 @@ and ``chaosgpu cleanup`` tries it again.
 
 The inject and revert commands run with ``bash -c`` as root, umask 022, stdin from /dev/null, under timeout(1)
 (``LedgerConfig.inject_timeout_s`` / ``revert_timeout_s``); a timed-out inject counts as failed and is reverted.
+Both see the fault's id in ``$CHAOSGPU_FAULT_ID``, so an inject can name what it adds after the fault (an nftables
+chain, a state file) and the revert removes exactly that.
 
 Every script runs as root: through ``sudo -n`` when the transport's user is not root (the lab's ``operator`` has
 passwordless sudo, as Ansible's ``become`` uses it).
@@ -100,8 +102,11 @@ _TIMED_OUT = 124
 class LedgerError(ActivityFailed):  # type: ignore[misc]  # chaoslib is untyped
     """A ledger operation failed on a host; the message names the host and the fault and says what is left."""
 
-    def __init__(self, message: str, result: CommandResult | None = None) -> None:
+    def __init__(self, message: str, result: CommandResult | None = None, record: FaultRecord | None = None) -> None:
         self.result = result
+        # Set only when the fault was recorded and armed but the call then failed (e.g. the fault cut the
+        # controller off): the fault may be in place, and its deadline reverts it.
+        self.record = record
         super().__init__(message)
 
 
@@ -385,7 +390,8 @@ if [ ! -e "$base.json" ]; then
   exit 0
 fi
 out="$base.revert-output"
-(umask 022 && exec timeout "$REVERT_TIMEOUT" bash -c "$REVERT") </dev/null >"$out" 2>&1 9>&-
+(umask 022 && export CHAOSGPU_FAULT_ID="$ID" && exec timeout "$REVERT_TIMEOUT" bash -c "$REVERT") \\
+  </dev/null >"$out" 2>&1 9>&-
 rc=$?
 if [ "$rc" -ne 0 ]; then
   {{ printf 'rc %s\\nat %s\\n' "$rc" "$(date +%s)"; tail -c 16384 -- "$out"; }} >"$base.failed.tmp" 9>&-
@@ -499,7 +505,8 @@ apply() {
   emit entry "$(b64_file "$base.json")"
 
   # 3. Only now the fault.
-  (umask 022 && exec timeout "$INJECT_TIMEOUT" bash -c "$INJECT") </dev/null >"$base.inject-stdout" \
+  (umask 022 && export CHAOSGPU_FAULT_ID="$ID" && exec timeout "$INJECT_TIMEOUT" bash -c "$INJECT") \
+    </dev/null >"$base.inject-stdout" \
     2>"$base.inject-stderr" 9>&-
   rc=$?
   emit inject "$rc" "$(b64_file "$base.inject-stdout")" "$(b64_file "$base.inject-stderr")"
@@ -709,6 +716,7 @@ def apply_fault(  # noqa: PLR0913 - the issue's seven parameters, then keyword-o
             f"{where}: the call {_unreachable(result)} after the fault was recorded and armed; whatever it did "
             f"reverts on the host by {entry['deadline_iso']} (`chaosgpu status` shows it until then)",
             result,
+            record=_record(host.name, entry, state="active", timer="active", observed=float(entry["created"])),
         )
     raise LedgerError(f"{where}: not applied, the call {_unreachable(result)}", result)
 

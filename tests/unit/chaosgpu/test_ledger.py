@@ -256,6 +256,15 @@ def test_inject_and_revert_run_with_a_root_shells_umask_and_no_stdin(root: FakeR
     assert root.lines("seen") == ["0022", "0022"]
 
 
+def test_inject_and_revert_see_the_faults_id(root: FakeRoot) -> None:
+    seen = _marker(root, "seen")
+    transport = BashTransport()
+    record = _apply(root, transport, f'echo "$CHAOSGPU_FAULT_ID" >>{seen}', f'echo "$CHAOSGPU_FAULT_ID" >>{seen}')
+    ledger.revert_fault(transport, HOST, record.id, config=root.config)
+
+    assert root.lines("seen") == [record.id, record.id]
+
+
 def test_a_daemon_started_by_inject_does_not_hold_the_faults_lock(root: FakeRoot) -> None:
     transport = BashTransport()
     record = _apply(root, transport, "setsid sleep 4 >/dev/null 2>&1 &", "true")
@@ -305,8 +314,17 @@ def test_connection_lost_after_arming_says_the_host_reverts_it(root: FakeRoot) -
         def run(self, host: Host, command: str, timeout: float = 60, stdin: str | None = None) -> CommandResult:  # noqa: ARG002
             return CommandResult(host.name, command, 124, entry_line + "\n", "timed out after 245 s", 245.0)
 
-    with pytest.raises(LedgerError, match=r"after the fault was recorded and armed.*reverts on the host by 20"):
+    with pytest.raises(LedgerError, match=r"after the fault was recorded and armed.*reverts on the host by 20") as err:
         _apply(root, CutOff(), "true", "true")
+    # The error carries the recorded fault, so a caller that meant to cut itself off can count it as injected.
+    assert err.value.record is not None
+    assert (err.value.record.id, err.value.record.kind) == ("k-1", "k")
+
+
+def test_a_fault_not_applied_carries_no_record(root: FakeRoot) -> None:
+    with pytest.raises(LedgerError) as err:
+        _apply(root, BashTransport(down={"gpu-node-1"}), "true", "true")
+    assert err.value.record is None
 
 
 # --- revert -------------------------------------------------------------------------------------------------------
