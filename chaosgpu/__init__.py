@@ -22,6 +22,8 @@ _ACTIVITY_MODULES = (
     "chaosgpu.exporter.probes",
     "chaosgpu.fleet.actions",
     "chaosgpu.fleet.probes",
+    "chaosgpu.gpu.actions",
+    "chaosgpu.gpu.probes",
     "chaosgpu.network.actions",
     "chaosgpu.network.probes",
 )
