@@ -26,6 +26,8 @@ _ACTIVITY_MODULES = (
     "chaosgpu.gpu.probes",
     "chaosgpu.network.actions",
     "chaosgpu.network.probes",
+    "chaosgpu.node.actions",
+    "chaosgpu.node.probes",
 )
 
 
