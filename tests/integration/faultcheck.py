@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,8 +49,18 @@ SNAPSHOT: dict[str, str] = {
 
 
 def snapshot(host: Host, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every snapshot command's stdout, all in one SSH call (each between marker lines of its own)."""
     commands = {**SNAPSHOT, **(extra or {})}
-    return {name: host.run(command).stdout for name, command in commands.items()}
+    marker = f"@@faultcheck-{uuid.uuid4().hex}"
+    script = "".join(
+        f"printf '%s\\n' '{marker} {i}'; {{ {command} ; }} 2>/dev/null; printf '\\n'; "
+        for i, command in enumerate(commands.values())
+    )
+    result = host.run(script + f"printf '%s\\n' '{marker} end'")
+    parts = re.split(rf"^{marker} (\d+|end)\n", result.stdout, flags=re.MULTILINE)
+    outputs = {int(parts[i]): parts[i + 1] for i in range(1, len(parts) - 1, 2) if parts[i] != "end"}
+    assert len(outputs) == len(commands), f"{host.name}: snapshot incomplete (rc {result.returncode}): {result.stderr}"
+    return {name: outputs[i] for i, name in enumerate(commands)}
 
 
 def differences(before: Mapping[str, str], after: Mapping[str, str]) -> dict[str, tuple[str, str]]:
