@@ -772,7 +772,8 @@ def _wait_for_load(unit: str, gpus: Sequence[int], ready: str) -> str:
         + ' { printf "%s\\n" "$u" >&2; die "cannot read the UUID of GPU $gpu"; }\n'
         + '  uuids="$uuids $u"\n'
         + "done\n"
-        + f"for _ in $(seq {LOAD_READY_WAIT_S * 5}); do\n"
+        + f"until_s=$((SECONDS + {LOAD_READY_WAIT_S}))\n"
+        + 'while [ "$SECONDS" -lt "$until_s" ]; do\n'
         + '  state=$(systemctl show -p ActiveState --value "$unit" 2>/dev/null)\n'
         + '  case "$state" in active|activating|reloading) ;; *)\n'
         + '    journalctl -u "$unit" -n 20 --no-pager -o cat >&2 2>/dev/null\n'

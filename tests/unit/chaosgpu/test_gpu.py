@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import datetime
 import http.server
+import importlib.util
 import ipaddress
 import json
 import os
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -1091,3 +1093,92 @@ def test_alert_state_refuses_labels_that_are_not_strings(prometheus: FakePrometh
     with pytest.raises(ActivityFailed, match="labels"):
         probes.alert_state("GpuXidFatal", {"gpu": 0}, url=prometheus.url, configuration=CONFIG)  # type: ignore[dict-item]
     assert prometheus.requests == []
+
+
+# --- scripts/gpu-check.py against the simulator's nvidia-smi -------------------------------------------------------
+
+GPU_CHECK = Path(__file__).resolve().parents[3] / "scripts" / "gpu-check.py"
+# nvidia-smi options that change a card: the check script must never pass one.
+SETTING_OPTIONS = ("-pm", "-c", "-pl", "-r", "-e", "-ac", "-rac", "-lgc", "-rgc", "-lmc", "-rmc", "-mig", "-cc")
+
+
+def gpu_check(node: GpuNode, out: Path, *args: str, **env: str) -> tuple[int, dict[str, Any]]:
+    done = subprocess.run(
+        [sys.executable, str(GPU_CHECK), "--out", str(out), *args],
+        env={**node.env, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    summary = json.loads((out / "summary.json").read_text())
+    return done.returncode, summary
+
+
+def test_gpu_check_captures_fixtures_and_passes_its_round_trips_on_the_simulator(node: GpuNode, tmp_path: Path) -> None:
+    rc, summary = gpu_check(node, tmp_path / "out", "--tool", "gpusim-hog", "--gpu", "3")
+
+    assert (rc, summary["status"]) == (0, "passed")
+    assert summary["probes"]["gpu_count"] == 8
+    assert summary["probes"]["problems"] == []
+    assert all(summary["probes"]["memory_events_supported"].values())
+    trips = summary["round_trips"]
+    assert [trips[n]["status"] for n in ("memory_pressure", "compute_burn", "process_kill")] == ["passed"] * 3
+    assert trips["memory_pressure"]["used_during_mib"] == 81559 // 2
+    assert trips["process_kill"]["exit_status"] == -9
+    assert trips["systemd_load"]["status"] == "skipped"
+
+    fixtures = json.loads((tmp_path / "out" / "fixtures" / "nvidia_smi_calls.json").read_text())
+    assert fixtures["source"].startswith("captured on ")
+    listed = next(c for c in fixtures["calls"] if c["argv"] == ["nvidia-smi", "-L"])
+    assert listed["stdout"] == ok(node, "nvidia-smi -L").stdout
+    health = next(c for c in fixtures["calls"] if c["argv"][1].startswith("--query-gpu=index,uuid,pci.bus_id,name"))
+    assert health["argv"][1] == "--query-gpu=" + ",".join(commands.GPU_HEALTH_FIELDS)
+    assert (tmp_path / "out" / "fixtures" / "query.txt").read_text().startswith("\n==============NVSMI LOG")
+    assert json.loads((tmp_path / "out" / "fixtures" / "dcgm_health.txt").read_text())["body"]
+
+
+def test_gpu_check_never_passes_nvidia_smi_an_option_that_changes_a_card(node: GpuNode, tmp_path: Path) -> None:
+    gpu_check(node, tmp_path / "out", "--tool", "gpusim-hog", "--gpu", "1")
+    smi_calls = [c[1:] for c in node.calls() if c[0] == "nvidia-smi"]
+    assert len(smi_calls) > 10
+    used = {arg.split("=", 1)[0] for call in smi_calls for arg in call if arg.startswith("-")}
+    assert not used & set(SETTING_OPTIONS), used
+    assert [g["compute_mode"] for g in node.gpus()] == ["Default"] * 8
+
+
+def test_gpu_check_refuses_a_setting_option_before_running_nvidia_smi() -> None:
+    spec = importlib.util.spec_from_file_location("gpu_check", GPU_CHECK)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.check_read_only(["--query-gpu=index", "--format=csv", "-i", "0"])
+    for args in (["-c", "PROHIBITED"], ["-i", "0", "-pm", "1"], ["--compute-mode=3"], ["-r", "-i", "0"]):
+        with pytest.raises(ValueError, match="not a read-only option"):
+            module.check_read_only(args)
+
+
+def test_gpu_check_uses_torch_when_it_imports_and_skips_without_a_cuda_stack(
+    node: GpuNode, tmp_path: Path, cuda: Path
+) -> None:
+    rc, summary = gpu_check(node, tmp_path / "torch", "--gpu", "2")
+    assert (rc, summary["round_trips"]["tool"]) == (0, "torch")
+    assert summary["round_trips"]["compute_burn"]["utilization_pct"] == 100
+    assert {"call": "mm", "gpu": 2} in cuda_calls(cuda)
+
+    rc, summary = gpu_check(node, tmp_path / "none", "--gpu", "2", PYTHONPATH="")
+    assert (rc, summary["status"], summary["round_trips"]["tool"]) == (0, "passed", None)
+    assert {summary["round_trips"][n]["status"] for n in ("memory_pressure", "compute_burn", "process_kill")} == {
+        "skipped"
+    }
+    assert "neither torch nor cupy" in summary["round_trips"]["memory_pressure"]["why"]
+
+
+def test_gpu_check_without_nvidia_smi_fails_and_says_why(node: GpuNode, tmp_path: Path) -> None:
+    wrap_nvidia_smi(
+        node, 'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver."; exit 9'
+    )
+    rc, summary = gpu_check(node, tmp_path / "out")
+    assert (rc, summary["status"]) == (2, "failed")
+    assert "nvidia-smi -L exited 9" in summary["why"]
