@@ -1,13 +1,14 @@
 """A simulated GPU node on this machine for chaosgpu.gpu's tests: the lab's simulator (roles/gpu_simulator) in a
 temporary directory, with its host engine running, and stand-ins on PATH as the node has them (nvidia-smi, dcgmi,
 gpusim, gpusim-hog), plus a recording fake of systemd (systemd-run, systemctl, journalctl) that runs transient units
-as background processes. Every call of a stand-in is logged (argv as JSON, one per line) in ``<root>/calls.log``."""
+as background processes. Every call of a stand-in is logged (argv shell-quoted, one call per line) in
+``<root>/calls.log``."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -23,20 +24,20 @@ from simhelpers import LIB, Sim, make_sim  # noqa: E402
 
 _SHIM = """#!/bin/bash
 {exports}
-printf '%s\\n' "$(python3_json "$0" "$@")" >>{log} 2>/dev/null || true
+{{ printf '%q ' "${{0##*/}}" "$@"; echo; }} >>{log}
 exec {python} {target} "$@"{extra}
 """
 
 _FAKE_SYSTEMD = r'''#!{python}
 """Fake systemd-run / systemctl / journalctl (tests only): units are files under FAKE_SYSTEMD_DIR."""
-import json, os, signal, subprocess, sys, time
+import json, os, shlex, signal, subprocess, sys, time
 from pathlib import Path
 STATE = Path({state!r})
 LOG = Path({log!r})
 tool = os.path.basename(sys.argv[0])
 args = sys.argv[1:]
 with LOG.open("a") as log:
-    log.write(json.dumps([tool, *args]) + "\n")
+    log.write(shlex.join([tool, *args]) + "\n")
 
 def unit_name(name):
     return name if "." in name else name + ".service"
@@ -325,7 +326,7 @@ class GpuNode:
     def calls(self) -> list[list[str]]:
         if not self.log.exists():
             return []
-        return [json.loads(line) for line in self.log.read_text().splitlines() if line.strip()]
+        return [shlex.split(line) for line in self.log.read_text().splitlines() if line.strip()]
 
     def gpus(self) -> list[dict[str, Any]]:
         return list(self.sim.state()["gpus"])
@@ -353,13 +354,6 @@ class GpuNode:
                 os.kill(int(path.read_text()), 15)
 
 
-def _python_json() -> str:
-    return (
-        "python3_json() { " + sys.executable + " -c 'import json, os, sys; "
-        'print(json.dumps([os.path.basename(sys.argv[1])] + sys.argv[2:]))\' "$@"; }'
-    )
-
-
 def make_node(tmp_path: Path) -> Iterator[GpuNode]:
     """Generator for a fixture: the node, and everything it started stopped afterwards."""
     sim = make_sim(tmp_path / "sim")
@@ -372,7 +366,6 @@ def make_node(tmp_path: Path) -> Iterator[GpuNode]:
     # The simulator's settings, unless the caller's environment gives its own.
     exports = "\n".join(f'export {k}="${{{k}:-{v}}}"' for k, v in sim.env.items() if k not in ("PATH", "PYTHONPATH"))
     exports += f'\nexport PYTHONPATH="{LIB}${{PYTHONPATH:+:$PYTHONPATH}}"'
-    exports += "\n" + _python_json()
     stand_ins = {
         "nvidia-smi": ("-m gpusim.nvsmi", ""),
         "dcgmi": ("-m gpusim.dcgmi", f" --host 127.0.0.1:{port}"),
