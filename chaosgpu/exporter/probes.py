@@ -1,7 +1,5 @@
 """Probes that scrape a Prometheus exporter the way Prometheus does and read a sample from it."""
 
-from __future__ import annotations
-
 import base64
 import ssl
 import urllib.error

@@ -1,7 +1,5 @@
 """Rollback actions: revert the faults chaosgpu put on the fleet."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed

@@ -1,7 +1,5 @@
 """Probes of the fleet's fault ledgers: what chaosgpu has left on the hosts."""
 
-from __future__ import annotations
-
 from typing import Any
 
 from chaoslib.types import Configuration, Secrets

@@ -11,8 +11,6 @@ Hosts come from the inventory by Ansible pattern, ``count`` or ``percentage`` of
 production guards; bad arguments are refused, naming the parameter, before any host is reached.
 """
 
-from __future__ import annotations
-
 import math
 from collections.abc import Callable
 from typing import Any

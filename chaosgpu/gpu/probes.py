@@ -8,8 +8,6 @@ $CHAOSGPU_PROMETHEUS_USERNAME/_PASSWORD) and is sent only to that URL (redirects
 ``verify_tls`` is false, against ``ca_file`` when given.
 """
 
-from __future__ import annotations
-
 import base64
 import contextlib
 import json

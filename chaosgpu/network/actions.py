@@ -4,8 +4,6 @@ Each is one call per host through the ledger (recorded with its deadline before 
 faults it recorded. Bad input is refused naming the parameter before any host is reached.
 """
 
-from __future__ import annotations
-
 import math
 from typing import Any
 

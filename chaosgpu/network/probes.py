@@ -1,8 +1,6 @@
 """Network probes, run on the hosts themselves: can they reach a peer, how many packets get through, does name
 resolution work, and which chaosgpu network faults are in place. Every probe is bounded in time."""
 
-from __future__ import annotations
-
 import math
 import re
 import shlex

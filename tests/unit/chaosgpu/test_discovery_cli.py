@@ -89,3 +89,17 @@ def test_node_activities_show_their_builtin_argument_types(discovery: dict[str, 
     assert arguments[("fill_disk", "min_free_percent")] == "number"
     assert arguments[("kill_process", "full_command_line")] == "boolean"
     assert arguments[("http_check", "expected_status")] == "integer"
+
+
+def test_no_activity_module_postpones_its_annotations(discovery: dict[str, Any]) -> None:
+    """Every argument whose annotation is one builtin type is discovered with that type, in every module (with
+    `from __future__ import annotations` discovery would call them all "object"); only unions such as
+    `int | None` stay "object", which Chaos Toolkit's type names cannot express."""
+    plain = {str, int, float, bool, list, dict}
+    for activity in discovery["activities"]:
+        module = importlib.import_module(activity["mod"])
+        signature = inspect.signature(getattr(module, activity["name"]), eval_str=True)
+        for arg in activity["arguments"]:
+            annotation = signature.parameters[arg["name"]].annotation
+            if annotation in plain:
+                assert arg.get("type") != "object", f"{activity['mod']}.{activity['name']}({arg['name']})"
