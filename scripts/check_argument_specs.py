@@ -101,9 +101,15 @@ def check_role(role: Path) -> list[str]:
     return problems
 
 
+def find_roles(roles_dir: Path) -> list[Path]:
+    """The roles to check: directories with tasks. A role still being written (gpu_health: only its files/ and
+    README so far) has no options yet."""
+    return sorted(path for path in roles_dir.iterdir() if (path / "tasks").is_dir())
+
+
 def main(argv: list[str]) -> int:
     roles_dir = Path(argv[1]) if len(argv) > 1 else ROOT / "roles"
-    roles = sorted(path for path in roles_dir.iterdir() if (path / "tasks").is_dir())
+    roles = find_roles(roles_dir)
     problems = [problem for role in roles for problem in check_role(role)]
     for problem in problems:
         print(problem, file=sys.stderr)
