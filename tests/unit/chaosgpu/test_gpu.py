@@ -5,10 +5,8 @@ fakes), and the probes' parsers, host fan-out and Prometheus calls (a local HTTP
 from __future__ import annotations
 
 import base64
-import datetime
 import http.server
 import importlib.util
-import ipaddress
 import json
 import os
 import ssl
@@ -23,10 +21,6 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from gpushims import GpuNode, make_node, write_fake_cuda
 from test_ledger import BashTransport, FakeRoot, root  # noqa: F401 - root is a fixture
 
@@ -1028,29 +1022,8 @@ def test_prometheus_url_is_required_and_checked(url: str, message: str, monkeypa
 
 
 @pytest.fixture
-def tls_prometheus(tmp_path: Path) -> Iterator[tuple[FakePrometheus, Path]]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "prom.crt", tmp_path / "prom.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
+def tls_prometheus(localhost_tls: tuple[ssl.SSLContext, Path]) -> Iterator[tuple[FakePrometheus, Path]]:
+    context, cert_file = localhost_tls
     for served in serve_prometheus(FakePrometheus(query=VECTOR), context):
         yield served, cert_file
 

@@ -4,9 +4,7 @@ transport, the redfish driver against a Redfish service on 127.0.0.1 (plain HTTP
 from __future__ import annotations
 
 import base64
-import datetime
 import http.server
-import ipaddress
 import json
 import ssl
 import sys
@@ -18,10 +16,6 @@ from typing import Any
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from chaosgpu.inventory import Inventory
 from chaosgpu.power import DockerPower, PowerRefused, RedfishPower, SystemdPower, default_drivers, power
@@ -285,30 +279,9 @@ def bmc() -> Iterator[Bmc]:
 
 
 @pytest.fixture
-def tls_bmc(tmp_path) -> Iterator[tuple[Bmc, Path]]:
+def tls_bmc(localhost_tls: tuple[ssl.SSLContext, Path]) -> Iterator[tuple[Bmc, Path]]:
     """A Redfish service over TLS with a self-signed certificate for 127.0.0.1, and that certificate's path."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.datetime.now(datetime.UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = tmp_path / "bmc.crt", tmp_path / "bmc.key"
-    cert_file.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(cert_file, key_file)
+    context, cert_file = localhost_tls
     for served in serve(Bmc(), context):
         yield served, cert_file
 
