@@ -16,8 +16,9 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
@@ -57,6 +58,9 @@ _HEALTH_KEYS = {
 }
 
 
+T = TypeVar("T")
+
+
 def _read(
     configuration: Configuration | None, pattern: str, command: CommandFor
 ) -> tuple[list[Host], dict[str, CommandResult]]:
@@ -79,6 +83,28 @@ def _unreachable(host: str, result: CommandResult | None) -> str:
     return ""
 
 
+def _per_host(
+    probe: str, hosts: list[Host], results: dict[str, CommandResult], read: Callable[[CommandResult], T]
+) -> dict[str, T]:
+    """``read`` applied to each host's result, by host name; ``read`` raises ValueError with what went wrong.
+    Fails naming every host that was unreachable or could not be read."""
+    values: dict[str, T] = {}
+    errors: list[str] = []
+    for host in hosts:
+        result = results.get(host.name)
+        problem = _unreachable(host.name, result)
+        if problem or result is None:
+            errors.append(problem)
+            continue
+        try:
+            values[host.name] = read(result)
+        except ValueError as err:
+            errors.append(f"{host.name}: {err}")
+    if errors:
+        raise ActivityFailed(f"{probe}: " + "; ".join(errors))
+    return values
+
+
 def gpu_count(
     pattern: str,
     configuration: Configuration = None,
@@ -88,20 +114,13 @@ def gpu_count(
     nvidia-smi exit status 15) are not counted, and a host without devices or driver counts 0. Fails naming the
     hosts that could not be read (unreachable, no nvidia-smi, another error)."""
     hosts, results = _read(configuration, pattern, commands.gpu_list_command())
-    counts: dict[str, int] = {}
-    errors: list[str] = []
-    for host in hosts:
-        result = results.get(host.name)
-        problem = _unreachable(host.name, result)
-        if problem or result is None:
-            errors.append(problem)
-        elif result.rc in (0, _RC_GPU_LOST, _RC_NO_DEVICES, _RC_NO_DRIVER):
-            counts[host.name] = commands.parse_gpu_list(result.stdout).count
-        else:
-            errors.append(f"{host.name}: nvidia-smi -L exited {result.rc}: {_output(result)}")
-    if errors:
-        raise ActivityFailed("gpu_count: " + "; ".join(errors))
-    return counts
+
+    def count(result: CommandResult) -> int:
+        if result.rc not in (0, _RC_GPU_LOST, _RC_NO_DEVICES, _RC_NO_DRIVER):
+            raise ValueError(f"nvidia-smi -L exited {result.rc}: {_output(result)}")
+        return commands.parse_gpu_list(result.stdout).count
+
+    return _per_host("gpu_count", hosts, results, count)
 
 
 def _health_entry(result: CommandResult) -> dict[str, Any]:
@@ -162,23 +181,15 @@ def dcgm_health(
     without incidents are not listed, as dcgmi lists them). Fails naming the hosts where DCGM did not answer (e.g.
     no host engine) or could not be reached."""
     hosts, results = _read(configuration, pattern, commands.dcgm_health_command())
-    health: dict[str, dict[str, Any]] = {}
-    errors: list[str] = []
-    for host in hosts:
-        result = results.get(host.name)
-        problem = _unreachable(host.name, result)
-        if problem or result is None:
-            errors.append(problem)
-            continue
+
+    def verdict(result: CommandResult) -> dict[str, Any]:
         try:
             parsed = commands.parse_dcgm_health(result.stdout)
         except ValueError as err:
-            errors.append(f"{host.name}: dcgmi health -c -j exited {result.rc}: {err}")
-            continue
-        health[host.name] = {"overall": parsed.overall, "gpus": parsed.gpus}
-    if errors:
-        raise ActivityFailed("dcgm_health: " + "; ".join(errors))
-    return health
+            raise ValueError(f"dcgmi health -c -j exited {result.rc}: {err}") from None
+        return {"overall": parsed.overall, "gpus": parsed.gpus}
+
+    return _per_host("dcgm_health", hosts, results, verdict)
 
 
 def _since_epoch(since: str | float | int) -> float:
@@ -230,30 +241,21 @@ def xid_seen(
     except ValueError as err:
         raise ActivityFailed(f"xid_seen: {err}") from None
     results = run_on(hosts, lambda host: built[host.name], timeout=_READ_TIMEOUT_S)
-    seen: dict[str, list[dict[str, Any]]] = {}
-    errors: list[str] = []
-    for host in hosts:
-        result = results.get(host.name)
-        problem = _unreachable(host.name, result)
-        if problem or result is None:
-            errors.append(problem)
-            continue
+
+    def xid_lines(result: CommandResult) -> list[dict[str, Any]]:
         if result.rc != 0:
-            errors.append(f"{host.name}: reading the kernel log exited {result.rc}: {_output(result)}")
-            continue
+            raise ValueError(f"reading the kernel log exited {result.rc}: {_output(result)}")
         try:
             lines, _ = commands.parse_kernel_log(result.stdout)
         except (ValueError, KeyError) as err:
-            errors.append(f"{host.name}: unreadable kernel-log listing: {err}")
-            continue
-        seen[host.name] = [
+            raise ValueError(f"unreadable kernel-log listing: {err}") from None
+        return [
             {"time": line.time, "pci": line.pci, "xid": line.xid, "line": line.line}
             for line in lines
             if not xid or line.xid == xid
         ]
-    if errors:
-        raise ActivityFailed("xid_seen: " + "; ".join(errors))
-    return seen
+
+    return _per_host("xid_seen", hosts, results, xid_lines)
 
 
 # --- Prometheus ---------------------------------------------------------------------------------------------------
