@@ -9,7 +9,8 @@ One experiment drives both faults at once, so the suite pays DcgmExporterDown's 
 - dcgm-exporter stopped on the second GPU node must fire DcgmExporterDown no earlier than its `for:` and within
   scrape + `for:` + evaluation; starting it again must resolve the alert within a scrape and an evaluation.
 Every interval is read from what runs (Prometheus' loaded config and rules, the exporter's unit), not from the
-inventory. The measured timeline is written to reports/integration/alerts.json.
+inventory. The GPUs, `dcgmi` and dcgm-exporter here are the lab's STAND-INs (gpu_simulator); Prometheus,
+Alertmanager and the rule file are the real ones. The measured timeline is written to reports/integration/alerts.json.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The simulated GPUs: nvidia-smi sees 8 of them, and an XID injected through DCGM reaches the exporter's metrics
-within one collection interval."""
+"""The simulated GPUs (STAND-IN nvidia-smi, dcgmi and dcgm-exporter from gpu_simulator): nvidia-smi sees 8 of
+them, and an XID injected through DCGM reaches the exporter's metrics within one collection interval."""
 
 from __future__ import annotations
 
