@@ -89,6 +89,7 @@ def test_per_xid_override_merges_into_the_default_rule():
         ({"fleet_guard": {"type": "command"}}, "fleet_guard.command: must name the program"),
         ({"fleet_guard": {"type": "consul"}}, "fleet_guard.type: must be one of none, prometheus, command"),
         ({"node_name": "gpu node"}, "node_name: must be a host name"),
+        ({"_comment": ["Ansible managed"]}, "_comment: must be a string"),
         ([], "(top level): must be an object, got a list"),
     ],
 )
@@ -98,6 +99,12 @@ def test_errors_name_the_key(data, message):
         return
     errors = _errors(data)
     assert any(e.startswith(message) for e in errors), errors
+
+
+def test_a_comment_key_is_accepted_and_ignored():
+    """The role's template names who manages the file in ``_comment`` (JSON has no comments)."""
+    config = parse_config({"_comment": "Ansible managed: do not edit", "node_name": "gpu-node-1"})
+    assert config == parse_config({"node_name": "gpu-node-1"})
 
 
 def test_every_error_is_reported_at_once():

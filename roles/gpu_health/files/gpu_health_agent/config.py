@@ -2,8 +2,9 @@
 
 The full shape, with the defaults (roles/gpu_health/README.md explains each key)::
 
-    {"node_name": "<short hostname>", "state_dir": "/var/lib/gpu_health", "runtime_dir": "/run/gpu_health",
-     "textfile_dir": "/var/lib/node_exporter/textfile", "poll_interval_s": 10, "dry_run": false,
+    {"_comment": "<any text, ignored>", "node_name": "<short hostname>", "state_dir": "/var/lib/gpu_health",
+     "runtime_dir": "/run/gpu_health", "textfile_dir": "/var/lib/node_exporter/textfile", "poll_interval_s": 10,
+     "dry_run": false,
      "sources": {
        "nvidia_smi": {"enabled": true, "command": ["nvidia-smi"], "timeout_s": 30, "expected_gpus": 0,
                       "temperature_max_c": 90},
@@ -506,6 +507,7 @@ def parse_config(data: object) -> Config:
     """A Config from the decoded JSON, or ConfigError listing every problem."""
     errors: list[str] = []
     top = _Section(data, "", errors)
+    top.text("_comment", "")  # who wrote the file (JSON has no comments); the role puts ansible_managed here
     node_name = top.text("node_name", "") or _short_hostname()
     if not _NODE_NAME.fullmatch(node_name):
         top.error("node_name", f"must be a host name (letters, digits, '._-'), got {node_name!r}")
