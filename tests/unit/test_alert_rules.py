@@ -97,6 +97,12 @@ def test_the_rule_file_has_the_alerts_the_fleet_needs(rule_file):
         "NodeFilesystemSpaceLow",
         "NodeMemoryLow",
         "NodeClockSkew",
+        "GpuNodeMarkedForRma",
+        "GpuRemediationHeld",
+        "GpuNodeDrainedTooLong",
+        "GpuHealthSourceDown",
+        "GpuHealthAgentStale",
+        "GpuFleetDrainedHigh",
     } <= names
 
 
