@@ -51,8 +51,10 @@ def _cmd_xid(config: st.Config, args: argparse.Namespace) -> int:
 
 
 def _cmd_boot(config: st.Config, _: argparse.Namespace) -> int:
+    installed = st.installed_driver_version(config)
     with st.mutate(config) as data:
         st.boot(data)
+        data["loaded_driver_version"] = installed  # a boot loads the driver installed now
     return 0
 
 
@@ -60,6 +62,7 @@ def _cmd_reset_state(config: st.Config, _: argparse.Namespace) -> int:
     with st.mutate(config) as data:
         data.clear()
         data.update(st.default_state(config))
+        data["loaded_driver_version"] = st.installed_driver_version(config)
     return 0
 
 

@@ -18,6 +18,7 @@ import math
 import os
 import socket
 import stat
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -34,10 +35,12 @@ __all__ = [
     "compute_view",
     "default_state",
     "init_state",
+    "installed_driver_version",
     "kernel_log_line",
     "live_processes",
     "load_config",
     "load_state",
+    "loaded_driver_version",
     "mutate",
     "now",
     "persistenced_running",
@@ -147,6 +150,7 @@ class Config:
     hostname: str
     driver_version: str
     cuda_version: str
+    driver_package: str
     hostengine_host: str
     hostengine_port: int
     persistenced_pidfile: Path
@@ -187,6 +191,7 @@ def load_config() -> Config:
         hostname=env.get("GPUSIM_HOSTNAME", data.get("hostname", "")) or socket.gethostname(),
         driver_version=data.get("driver_version", "535.183.01"),
         cuda_version=data.get("cuda_version", "12.2"),
+        driver_package=env.get("GPUSIM_DRIVER_PACKAGE", data.get("driver_package", "")),
         hostengine_host=data.get("hostengine_host", "localhost"),
         hostengine_port=int(env.get("GPUSIM_HOSTENGINE_PORT", data.get("hostengine_port", 5555))),
         persistenced_pidfile=Path(
@@ -303,6 +308,29 @@ def mutate(config: Config) -> Iterator[dict[str, Any]]:
         os.close(lock)
 
 
+def installed_driver_version(config: Config) -> str:
+    """The driver version installed now: the upstream version of ``driver_package`` as dpkg knows it (epoch and
+    Debian revision dropped), else the configured ``driver_version`` (no package named, dpkg has none)."""
+    if not config.driver_package:
+        return config.driver_version
+    argv = ["dpkg-query", "-W", "-f=${Version} ${db:Status-Abbrev}", config.driver_package]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
+    except (OSError, subprocess.TimeoutExpired):
+        return config.driver_version
+    version, _, status = done.stdout.strip().partition(" ")
+    if done.returncode != 0 or not version or status[:2] not in ("ii", "hi"):
+        return config.driver_version
+    upstream = version.split(":", 1)[-1]  # no epoch
+    return upstream.rsplit("-", 1)[0] if "-" in upstream else upstream  # no Debian revision
+
+
+def loaded_driver_version(config: Config, data: dict[str, Any]) -> str:
+    """The driver "loaded" on the simulated node: the one installed when it last booted (as a kernel module stays
+    loaded until a reboot, even after its packages were upgraded), else the configured ``driver_version``."""
+    return str(data.get("loaded_driver_version") or config.driver_version)
+
+
 def init_state(config: Config) -> bool:
     """Create the state and the process directory when missing or when GPU count/profile changed. True if changed."""
     changed = False
@@ -315,6 +343,7 @@ def init_state(config: Config) -> bool:
         with mutate(config) as data:
             data.clear()
             data.update(default_state(config))
+            data["loaded_driver_version"] = installed_driver_version(config)
         changed = True
     procs = config.procs_dir
     if not procs.is_dir():
