@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gpu_health_agent import maintenance
 from gpu_health_agent.actions import Executor, Plugin, build_plugins
 from gpu_health_agent.config import Config
 from gpu_health_agent.engine import ERR, NOTICE, WARNING, Engine, Guard, Note, State
@@ -86,7 +87,9 @@ class Agent:
         self.journal = journal or Journal(clock=clock)
         self.sources = list(sources) if sources is not None else build_sources(config, runner, clock)
         chosen_guard = guard if guard is not None else make_guard(config.fleet_guard, runner)
-        self.engine = Engine(config.policy, chosen_guard, config.nvidia_smi.expected_gpus)
+        self.engine = Engine(
+            config.policy, chosen_guard, config.nvidia_smi.expected_gpus, hold=maintenance.hold(config.state_dir)
+        )
         self.executor = Executor(
             plugins if plugins is not None else build_plugins(config, clock), runner, config.dry_run
         )

@@ -2,8 +2,11 @@
 
 Without options it runs until SIGTERM. ``--check-config`` checks the file and prints the effective policy (the
 role's template can use it as its ``validate:`` command); ``--once`` runs one poll (and whatever it leads to);
-``--clear-rma`` asks the running agent to clear an RMA mark after the GPU was replaced.
-Exit status: 0 done, 2 invalid config, 1 anything else.
+``--clear-rma`` asks the running agent to clear an RMA mark after the GPU was replaced;
+``--maintenance-start REASON`` / ``--maintenance-end`` drain and undrain the node for planned maintenance through
+the same drain plugins (``maintenance.py``) and print what they did as one JSON object.
+Exit status: 0 done, 2 invalid config, 3 maintenance ended but the agent holds the node drained (incident, RMA),
+1 anything else.
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import signal
 import sys
 import threading
 from dataclasses import asdict, replace
 from types import FrameType
 
-from gpu_health_agent import __version__
+from gpu_health_agent import __version__, maintenance
 from gpu_health_agent.agent import Agent, request_clear_rma
 from gpu_health_agent.config import Config, ConfigError, load_config
 
@@ -44,8 +48,21 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--once", action="store_true", help="one poll cycle, then exit")
     parser.add_argument("--dry-run", action="store_true", help="log what would be done, do nothing (overrides)")
     parser.add_argument("--clear-rma", action="store_true", help="ask the running agent to clear the RMA mark")
+    planned = parser.add_mutually_exclusive_group()
+    planned.add_argument("--maintenance-start", metavar="REASON", help="drain the node for planned maintenance")
+    planned.add_argument("--maintenance-end", action="store_true", help="undrain after maintenance (not an incident's)")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     return parser
+
+
+def _maintenance(config: Config, reason: str | None) -> int:
+    by = os.environ.get("SUDO_USER") or getpass.getuser()
+    if reason is not None:
+        outcome, command = maintenance.start(config, reason, by), "maintenance-start"
+    else:
+        outcome, command = maintenance.end(config), "maintenance-end"
+    print(json.dumps(outcome.to_json(command, config.node_name), indent=1))
+    return outcome.rc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = {"config": args.config, "node_name": config.node_name, "policy": policy_table(config)}
         print(json.dumps(summary, indent=1))
         return 0
+    if args.maintenance_start is not None or args.maintenance_end:
+        return _maintenance(config, args.maintenance_start)
     if args.clear_rma:
         path = request_clear_rma(config, getpass.getuser())
         print(f"clear-rma requested ({path}); the running agent takes it at its next poll")

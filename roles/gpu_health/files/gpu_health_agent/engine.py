@@ -12,8 +12,9 @@ Phases of the node::
                                            remediating --rma--> rma (stays drained until an operator clears it)
 
 Each step of a remediation (drain, reset, reboot, rma, undrain) is requested once its guards allow it: its
-cooldown since it last ran, the reboots-per-hour limit, the fleet guard (drains and reboots), and for a GPU reset
-a GPU without compute processes. A step is requested one at a time; its ActionResult moves the state on. The same
+cooldown since it last ran, the reboots-per-hour limit, the fleet guard (drains and reboots), planned maintenance
+(``hold``: undrain, reset and reboot wait while the node is under maintenance), and for a GPU reset a GPU without
+compute processes. A step is requested one at a time; its ActionResult moves the state on. The same
 cause on the same GPU seen ``rma_after`` times within ``repeat_window_s`` marks the node for RMA instead of
 repeating the remediation, and a GPU that fails again after its remediation climbs the ladder reset -> reboot ->
 RMA.
@@ -219,11 +220,18 @@ def _describe(finding: Finding) -> str:
 class Engine:
     """The policy in force (PolicyConfig), the fleet guard and how many GPUs the node should have."""
 
-    def __init__(self, policy: PolicyConfig, guard: Guard | None = None, expected_gpus: int = 0) -> None:
+    def __init__(
+        self,
+        policy: PolicyConfig,
+        guard: Guard | None = None,
+        expected_gpus: int = 0,
+        hold: Callable[[str], str] | None = None,
+    ) -> None:
         self.policy = policy
         self.rules = policy.rulebook
         self.guard = guard
         self.expected_gpus = expected_gpus
+        self.hold = hold  # why a step must wait outside the policy (planned maintenance), "" when it need not
 
     def step(self, state: State, event: Event, now: float) -> Step:
         """The new state, the actions to carry out now (in order) and the journal notes; ``state`` is unchanged."""
@@ -647,6 +655,9 @@ class Engine:
         s = run.state
         if step == run.failed:
             return "failed", "it has just failed; it is requested again at the next poll"
+        held = self.hold(step) if self.hold is not None else ""
+        if held:
+            return "maintenance", held
         cooldown, last = self.policy.cooldown(step), s.last_run.get(step)
         if last is not None and run.now - last < cooldown:
             return "cooldown", f"it ran {run.now - last:.0f} s ago (cooldown {cooldown:.0f} s)"
