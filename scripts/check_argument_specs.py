@@ -43,7 +43,9 @@ def used_public_variables(role: Path) -> set[str]:
         for path in (role / sub).rglob("*"):
             if path.is_file():
                 found.update(pattern.findall(path.read_text(encoding="utf-8")))
-    return found
+    # What the role ships under files/ is named in its tasks too (gpu_health's package gpu_health_agent).
+    shipped = {path.name for path in (role / "files").iterdir()} if (role / "files").is_dir() else set()
+    return found - shipped
 
 
 def facts_set_by(role: Path) -> set[str]:
@@ -102,8 +104,7 @@ def check_role(role: Path) -> list[str]:
 
 
 def find_roles(roles_dir: Path) -> list[Path]:
-    """The roles to check: directories with tasks. A role still being written (gpu_health: only its files/ and
-    README so far) has no options yet."""
+    """The roles to check: directories with tasks (a role still being written may have none, and no options yet)."""
     return sorted(path for path in roles_dir.iterdir() if (path / "tasks").is_dir())
 
 
