@@ -32,8 +32,10 @@ def _wait_for_state(host, state: str) -> list[str]:
         if lines and all(line.split("|")[1] == state for line in lines):
             return lines
         time.sleep(2)
-    pytest.fail(f"{NODE} not {state} within {SETTLE_S} s; sinfo says {lines}; "
-                f"slurmctld log:\n{host.run('tail -n 30 /var/log/slurm/slurmctld.log').stdout}")
+    pytest.fail(
+        f"{NODE} not {state} within {SETTLE_S} s; sinfo says {lines}; "
+        f"slurmctld log:\n{host.run('tail -n 30 /var/log/slurm/slurmctld.log').stdout}"
+    )
 
 
 def test_services_run(host):
@@ -80,7 +82,8 @@ def test_a_job_with_two_gpus_sees_two_devices(host):
     out = host.run("timeout 120 srun -N1 --gres=gpu:2 -t 2 env")
     assert out.rc == 0, out.stderr
     visible = [line.split("=", 1)[1] for line in out.stdout.splitlines() if line.startswith("CUDA_VISIBLE_DEVICES=")]
-    assert len(visible) == 1 and len(visible[0].split(",")) == 2, out.stdout
+    assert len(visible) == 1, out.stdout
+    assert len(visible[0].split(",")) == 2, out.stdout
     node = [line for line in out.stdout.splitlines() if line.startswith("SLURMD_NODENAME=")]
     assert node == [f"SLURMD_NODENAME={NODE}"]
 
