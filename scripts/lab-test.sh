@@ -5,7 +5,8 @@
 #
 #   phase 1  alerts (gpu-node-1, gpu-node-2, ops-1's Prometheus)  |  node faults (gpu-node-3)
 #   phase 2  GPUs, ledger, GPU faults (gpu-node-1)                 |  network faults (gpu-node-2)
-#   phase 3  dry run, firewall and Slurm (every node, nothing else may run; Slurm drains gpu-node-3), then reboot
+#   phase 3  dry run, firewall, Slurm (drains gpu-node-3), the rolling driver upgrade (every node, nothing else may
+#            run), then reboot
 #
 # A test file that exists but is in no phase fails the run, so a new file cannot be left out silently.
 # Arguments are passed to every pytest (e.g. -x, -k). LAB_TEST_SERIAL=1 runs the lanes one after the other.
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 phases=(
   "tests/integration/test_alerts.py | tests/integration/test_faults_node.py"
   "tests/integration/test_gpus.py tests/integration/test_ledger_smoke.py tests/integration/test_faults_gpu.py | tests/integration/test_faults_network.py"
-  "tests/integration/test_dry_run.py tests/integration/test_firewall.py tests/integration/test_slurm.py tests/integration/test_reboot.py"
+  "tests/integration/test_dry_run.py tests/integration/test_firewall.py tests/integration/test_slurm.py tests/integration/test_rolling_upgrade.py tests/integration/test_reboot.py"
 )
 logdir=${LAB_TEST_LOG_DIR:-.cache/lab-test-logs}
 mkdir -p "$logdir"
