@@ -33,7 +33,9 @@ AGENT_CONFIG = "/etc/gpu_health/agent.json"
 def _playbook(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
     argv = ["ansible-playbook", "-i", str(INVENTORY), str(PLAYBOOK), "-e", f"nvidia_driver_version={target}",
             "-e", "rolling_upgrade_batch=1", *extra]  # fmt: skip
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    # JSON results: the messages asserted on below appear as one line each (YAML would fold and re-quote them).
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}  # fmt: skip
     return subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False, cwd=ROOT, env=env)
 
 
