@@ -136,7 +136,7 @@ def test_agent_package_is_root_owned_and_not_writable_by_others(host):
     assert set(modules.splitlines()) == {"root root 644"}
 
 
-def test_kernel_log_path_is_the_simulators(host, agent_config, config):
+def test_kernel_log_path_is_the_simulators(agent_config, config):
     assert agent_config["sources"]["kernel_log"]["path"] == config["gpu_simulator_kernel_log"]
     assert agent_config["sources"]["dcgm"]["set_watches"] is False
 
@@ -174,14 +174,14 @@ def test_node_is_not_drained_and_not_dry_run(host, agent_config):
     assert not drain_file(host, agent_config).exists
 
 
-# --- XID 94 (contained ECC): the application's business, the node stays in service ----------------------------------
+# --- XID 94 (contained ECC): the application's business, the node stays in service ---------------------------
 
 
 @pytest.fixture(scope="module")
 def xid94(host, agent_config, poll_bound):
     inject_xid(host, XID94_GPU, 94)
     wait_for(
-        f"gpu_health_last_xid{{gpu=\"{XID94_GPU}\"}} 94",
+        f'gpu_health_last_xid{{gpu="{XID94_GPU}"}} 94',
         lambda: value(host, agent_config, "gpu_health_last_xid", gpu=XID94_GPU) == 94,
         2 * poll_bound,
         host,
@@ -209,7 +209,7 @@ def test_xid_94_is_journaled(host):
     assert xids, "no xid event with XID 94 in the journal"
 
 
-# --- XID 48 (double-bit ECC): drain, reset the GPU, undrain after undrain_after_s healthy ------------------------------
+# --- XID 48 (double-bit ECC): drain, reset the GPU, undrain after undrain_after_s healthy ----------------------
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +222,7 @@ def xid48(host, agent_config, poll_bound):
     return {"drain": json.loads(drained), "injected": injected}
 
 
-def test_xid_48_drains_the_node(xid48, host, agent_config):
+def test_xid_48_drains_the_node(xid48, agent_config):
     drain = xid48["drain"]
     assert drain["drained"] is True
     assert drain["rma"] is False
@@ -230,7 +230,8 @@ def test_xid_48_drains_the_node(xid48, host, agent_config):
     assert "48" in drain["reason"]
 
 
-def test_xid_48_resets_the_gpu(xid48, host, agent_config, poll_bound):
+@pytest.mark.usefixtures("xid48")
+def test_xid_48_resets_the_gpu(host, agent_config, poll_bound):
     wait_for(
         "gpu_health_action_total{action=reset,outcome=ok} 1",
         lambda: value(host, agent_config, "gpu_health_action_total", action="reset", outcome="ok") == 1,
@@ -258,6 +259,7 @@ def test_xid_48_undrains_after_undrain_after_s_healthy(xid48, host, agent_config
     assert value(host, agent_config, "gpu_health_phase", phase="healthy") == 1
 
 
-def test_xid_48_did_not_request_a_reboot(xid48, host, agent_config):
+@pytest.mark.usefixtures("xid48")
+def test_xid_48_did_not_request_a_reboot(host, agent_config):
     assert value(host, agent_config, "gpu_health_action_total", action="reboot", outcome="ok") is None
     assert not host.file("/var/lib/gpu_health/molecule-reboot-requested").exists
