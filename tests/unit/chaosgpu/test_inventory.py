@@ -53,8 +53,8 @@ def test_lab_groups_include_parents_and_keep_inventory_order(lab):
     assert list(lab.hosts) == ["gpu-node-1", "gpu-node-2", "gpu-node-3", "ops-1"]
     assert lab.groups["gpu_nodes"] == ("gpu-node-1", "gpu-node-2", "gpu-node-3")
     assert lab.groups["lab"] == ("gpu-node-1", "gpu-node-2", "gpu-node-3", "ops-1")
-    assert set(lab.hosts["ops-1"].groups) == {"lab", "ops"}
-    assert set(lab.hosts["gpu-node-1"].groups) == {"lab", "gpu_nodes"}
+    assert set(lab.hosts["ops-1"].groups) == {"lab", "ops", "slurm_controllers"}
+    assert set(lab.hosts["gpu-node-1"].groups) == {"lab", "gpu_nodes", "slurm_nodes"}
 
 
 def test_lab_is_not_production_and_powers_hosts_through_docker(lab):
