@@ -47,7 +47,10 @@ fi
 
 log_file=/var/log/dockerd.log
 log "starting dockerd in the background (log: $log_file)"
-nohup dockerd >"$log_file" 2>&1 &
+# In a session of its own (setsid): a job runner that ends the process group of the command that started it (CI
+# steps, terminal multiplexers, agents' shells) must not take the engine and every lab container down with it.
+# Appended, so the log of an engine that went away is still there to read.
+setsid nohup dockerd >>"$log_file" 2>&1 </dev/null &
 for _ in $(seq 1 60); do
   if answers; then
     log "Docker engine is up"
