@@ -80,7 +80,7 @@ def test_resolve_refuses_unknown_host_and_variable(lab):
 
 def test_example_inventory_is_marked_production(example):
     assert example.production is True
-    assert example.production_hosts == ("gpu-a01", "gpu-a02", "prometheus-1")
+    assert example.production_hosts == ("gpu-a01", "gpu-a02", "prometheus-1", "slurmctl-1")
     assert example.power_driver("gpu-a01") == "systemd"
     assert example.hosts["gpu-a01"].address == "10.20.0.11"
     assert example.hosts["gpu-a01"].user == "ops-deploy"
