@@ -9,8 +9,8 @@ installed when the node last booted, so "the loaded driver is the target" holds 
 3. The exporter enabled again, the same command resumes: gpu-node-2 passes its gate, gpu-node-3 rolls back; the lab
    ends at 535.183.01 as it was found.
 
-Where the gpu_health agent is installed on every GPU node the rollout drains through it; otherwise the test runs
-with rolling_upgrade_require_gpu_health=false (no drain, gpu_health's check skipped) and says so.
+The rollout drains through the gpu_health agent of each node (its maintenance drain: drain file and Slurm, even
+where the agent itself runs in dry-run mode), so the node that fails its gate stays drained in Slurm, for maintenance.
 Runs in lab-test phase 3 (every node, nothing else at the same time), before test_reboot.py."""
 
 from __future__ import annotations
@@ -76,19 +76,15 @@ def _drained(node: Host) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def gpu_health_args(gpu_nodes: list[Host]) -> list[str]:
-    """Drain through gpu_health where every node has it; otherwise upgrade without a drain (and say so)."""
-    present = [node.run(f"test -f {AGENT_CONFIG}").returncode == 0 for node in gpu_nodes]
-    if all(present):
-        return []
-    print(
-        "gpu_health is not on every GPU node: rolling_upgrade_require_gpu_health=false (no drain, no gpu_health check)"
-    )
-    return ["-e", "rolling_upgrade_require_gpu_health=false"]
+def gpu_health_installed(gpu_nodes: list[Host]) -> None:
+    """The lab's site.yml installs gpu_health on every GPU node; the rollout must drain through it and gate on it
+    there (the playbook refuses a node without it by default)."""
+    missing = [node.name for node in gpu_nodes if node.run(f"sudo test -f {AGENT_CONFIG}").returncode != 0]
+    assert not missing, f"gpu_health is not installed on {missing}: run `make lab`"
 
 
 @pytest.fixture(scope="module")
-def lab_restored(gpu_nodes: list[Host], gpu_health_args: list[str]) -> Iterator[None]:
+def lab_restored(gpu_nodes: list[Host], gpu_health_installed: None) -> Iterator[None]:  # noqa: ARG001 - order
     """The lab starts at 535.183.01 and is left there, with dcgm-exporter enabled, whatever the tests did."""
     found = {node.name: _at(node, OLD) for node in gpu_nodes}
     if any(found.values()):
@@ -97,12 +93,12 @@ def lab_restored(gpu_nodes: list[Host], gpu_health_args: list[str]) -> Iterator[
     faulty = next(node for node in gpu_nodes if node.name == FAULTY)
     faulty.run("sudo systemctl enable --now dcgm-exporter.service")
     if any(_at(node, OLD) for node in gpu_nodes):
-        _playbook(OLD, "-e", "rolling_upgrade_allow_downgrade=true", *gpu_health_args)
+        _playbook(OLD, "-e", "rolling_upgrade_allow_downgrade=true")
 
 
 @pytest.fixture(scope="module")
-def upgraded(lab_restored: None, gpu_health_args: list[str]) -> subprocess.CompletedProcess[str]:  # noqa: ARG001 - order
-    return _playbook(NEW, *gpu_health_args)
+def upgraded(lab_restored: None) -> subprocess.CompletedProcess[str]:  # noqa: ARG001 - order
+    return _playbook(NEW)
 
 
 def test_upgrade_moves_every_node_to_the_target(upgraded, gpu_nodes: list[Host]) -> None:
@@ -121,21 +117,22 @@ def test_upgrade_goes_one_node_at_a_time_behind_the_gate(upgraded, gpu_nodes: li
 
 
 @pytest.mark.usefixtures("upgraded")
-def test_upgrade_leaves_no_node_drained(gpu_nodes: list[Host]) -> None:
+def test_upgrade_leaves_no_node_drained(gpu_nodes: list[Host], ops: Host) -> None:
     left = {node.name: _drained(node) for node in gpu_nodes}
     assert not any(left.values()), left
+    sinfo = ops.check("sinfo -h -N -o '%N %t'")
+    assert all(line.split()[1] == "idle" for line in sinfo.splitlines()), sinfo
 
 
 @pytest.fixture(scope="module")
-def stopped(upgraded, gpu_nodes: list[Host], gpu_health_args: list[str]) -> dict[str, object]:
+def stopped(upgraded, gpu_nodes: list[Host]) -> dict[str, object]:
     """A roll back to 535.183.01 with dcgm-exporter disabled on gpu-node-2 (so it is not up after the reboot)."""
     assert upgraded.returncode == 0, "the upgrade failed; see test_upgrade_moves_every_node_to_the_target"
     faulty = next(node for node in gpu_nodes if node.name == FAULTY)
     last = gpu_nodes[-1]
     boot_before = _boot(last)
     faulty.check("sudo systemctl disable --now dcgm-exporter.service")
-    run = _playbook(OLD, "-e", "rolling_upgrade_allow_downgrade=true", "-e", "rolling_upgrade_gate_retries=4",
-                    *gpu_health_args)  # fmt: skip
+    run = _playbook(OLD, "-e", "rolling_upgrade_allow_downgrade=true", "-e", "rolling_upgrade_gate_retries=4")
     return {"run": run, "boot_before": boot_before, "boot_after": _boot(last)}
 
 
@@ -154,12 +151,14 @@ def test_hosts_before_the_failed_batch_are_rolled_back(gpu_nodes: list[Host]) ->
 
 
 @pytest.mark.usefixtures("stopped")
-def test_the_failed_host_is_not_undrained(gpu_nodes: list[Host], gpu_health_args: list[str]) -> None:
+def test_the_failed_host_is_not_undrained(gpu_nodes: list[Host], ops: Host) -> None:
     faulty = next(node for node in gpu_nodes if node.name == FAULTY)
     assert _loaded(faulty) == {OLD}  # it was rolled back and rebooted; only the gate failed
-    agent = faulty.run(f"sudo cat {AGENT_CONFIG}").stdout
-    if not gpu_health_args and '"dry_run": false' in agent:  # drained through gpu_health: it stays under maintenance
-        assert "/var/lib/gpu_health/maintenance.json" in _drained(faulty)
+    # Drained through gpu_health (whose agent on this node is in dry-run mode: maintenance drains all the same).
+    assert _drained(faulty) == ["/var/lib/gpu_health/drain.json", "/var/lib/gpu_health/maintenance.json"]
+    slurm = ops.check(f"scontrol -o show node {FAULTY}")
+    assert "DRAIN" in slurm, slurm
+    assert "maintenance" in slurm, slurm
 
 
 def test_later_batches_are_untouched(stopped, gpu_nodes: list[Host]) -> None:
@@ -169,16 +168,18 @@ def test_later_batches_are_untouched(stopped, gpu_nodes: list[Host]) -> None:
 
 
 @pytest.fixture(scope="module")
-def resumed(stopped, gpu_nodes: list[Host], gpu_health_args: list[str]) -> subprocess.CompletedProcess[str]:  # noqa: ARG001
+def resumed(stopped, gpu_nodes: list[Host]) -> subprocess.CompletedProcess[str]:  # noqa: ARG001
     faulty = next(node for node in gpu_nodes if node.name == FAULTY)
     faulty.check("sudo systemctl enable --now dcgm-exporter.service")
-    return _playbook(OLD, "-e", "rolling_upgrade_allow_downgrade=true", *gpu_health_args)
+    return _playbook(OLD, "-e", "rolling_upgrade_allow_downgrade=true")
 
 
-def test_the_same_command_resumes_and_leaves_the_lab_as_found(resumed, gpu_nodes: list[Host]) -> None:
+def test_the_same_command_resumes_and_leaves_the_lab_as_found(resumed, gpu_nodes: list[Host], ops: Host) -> None:
     assert resumed.returncode == 0, resumed.stdout[-6000:] + resumed.stderr[-2000:]
     assert f"{gpu_nodes[0].name}: already at target" in resumed.stdout
     problems = {node.name: _at(node, OLD) for node in gpu_nodes}
     assert not any(problems.values()), problems
     left = {node.name: _drained(node) for node in gpu_nodes}
     assert not any(left.values()), left
+    sinfo = ops.check("sinfo -h -N -o '%N %t'")
+    assert all(line.split()[1] == "idle" for line in sinfo.splitlines()), sinfo

@@ -235,3 +235,21 @@ def test_cli_prints_json_and_exits_with_the_outcome(tmp_path, capsys):
     assert "stays drained" in json.loads(capsys.readouterr().out)["message"]
     assert main(["--config", str(cfg_file), "--maintenance-end"]) == 0
     assert json.loads(capsys.readouterr().out)["changed"] is False
+
+
+def test_cli_maintenance_drains_even_when_the_agent_is_on_trial(tmp_path, capsys):
+    """The config's dry_run is a trial of the agent's own reactions; an operator's maintenance drain still happens
+    (an upgrade must not run under live jobs), and only the command line's --dry-run previews it."""
+    cfg_file = tmp_path / "agent.json"
+    drain = tmp_path / "drain.json"
+    data = {"node_name": "gpu-node-1", "state_dir": str(tmp_path / "state"), "dry_run": True,
+            "actions": {"drain_file": {"path": str(drain)}}}  # fmt: skip
+    cfg_file.write_text(json.dumps(data))
+    assert main(["--config", str(cfg_file), "--dry-run", "--maintenance-start", REASON]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is False
+    assert not drain.exists()
+    assert main(["--config", str(cfg_file), "--maintenance-start", REASON]) == 0
+    assert json.loads(capsys.readouterr().out)["changed"] is True
+    assert json.loads(drain.read_text())["drained"] is True
+    assert main(["--config", str(cfg_file), "--maintenance-end"]) == 0
+    assert not drain.exists()

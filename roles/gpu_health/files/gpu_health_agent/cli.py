@@ -72,14 +72,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(err, file=sys.stderr)
         return RC_CONFIG
+    if args.maintenance_start is not None or args.maintenance_end:
+        # An operator's explicit command: the config's dry_run (a trial of the agent's own reactions) does not turn
+        # it into a preview, or an upgrade would run under live jobs on a node whose agent is on trial. Only the
+        # command line's --dry-run does.
+        return _maintenance(replace(config, dry_run=args.dry_run), args.maintenance_start)
     if args.dry_run:
         config = replace(config, dry_run=True)
     if args.check_config:
         summary = {"config": args.config, "node_name": config.node_name, "policy": policy_table(config)}
         print(json.dumps(summary, indent=1))
         return 0
-    if args.maintenance_start is not None or args.maintenance_end:
-        return _maintenance(config, args.maintenance_start)
     if args.clear_rma:
         path = request_clear_rma(config, getpass.getuser())
         print(f"clear-rma requested ({path}); the running agent takes it at its next poll")

@@ -10,7 +10,9 @@ plugins (drain file, Slurm, Kubernetes) with a maintenance reason, and a marker 
 - ``end`` undrains only a drain that is maintenance's: when the agent holds the node drained for an incident or
   an RMA, the drain stays (the agent undrains it when the incident is over; an RMA needs ``--clear-rma``), the
   marker goes, and the exit status is ``RC_HELD``. On a node not under maintenance: nothing to do.
-- Dry run (``--dry-run`` or the config's ``dry_run``): what would be done is described, nothing is changed.
+- Dry run (the command line's ``--dry-run``): what would be done is described, nothing is changed. The config's
+  ``dry_run`` (a trial of the agent's own reactions) does not apply to these explicit commands: a node is drained
+  for its upgrade even while its agent only logs what it would do.
 """
 
 from __future__ import annotations
