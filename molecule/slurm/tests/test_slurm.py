@@ -88,6 +88,16 @@ def test_a_job_with_two_gpus_sees_two_devices(host):
     assert node == [f"SLURMD_NODENAME={NODE}"]
 
 
+def test_an_ordinary_user_runs_a_gpu_job(host):
+    """Jobs run as the submitting user on the node (root's jobs alone would hide a plugin that fails for users)."""
+    _wait_for_state(host, "idle")
+    out = host.run("timeout 120 runuser -u researcher -- srun -N1 --gres=gpu:1 -t 2 sh -c 'id -un; env'")
+    assert out.rc == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "researcher", out.stdout
+    assert "CUDA_VISIBLE_DEVICES=0" in lines, out.stdout
+
+
 def test_a_job_asking_for_more_gpus_than_exist_is_refused(host):
     out = host.run("timeout 60 srun -N1 --gres=gpu:9 -t 1 true")
     assert out.rc != 0
