@@ -28,6 +28,7 @@ _ACTIVITY_MODULES = (
     "chaosgpu.network.probes",
     "chaosgpu.node.actions",
     "chaosgpu.node.probes",
+    "chaosgpu.workload.probes",
 )
 
 

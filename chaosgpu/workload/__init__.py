@@ -1,0 +1,1 @@
+"""Probes that put bounded load on the lab workload and report its service level indicators."""
