@@ -6,6 +6,7 @@ recovery. Activities live in one subpackage per domain (``chaosgpu.<domain>.acti
 
 from __future__ import annotations
 
+import importlib.util
 from importlib.metadata import PackageNotFoundError, version
 
 from chaoslib.discovery.discover import discover_actions, discover_probes, initialize_discovery_result
@@ -24,12 +25,16 @@ _ACTIVITY_MODULES = (
     "chaosgpu.fleet.probes",
     "chaosgpu.gpu.actions",
     "chaosgpu.gpu.probes",
+    "chaosgpu.k8s.probes",
     "chaosgpu.network.actions",
     "chaosgpu.network.probes",
     "chaosgpu.node.actions",
     "chaosgpu.node.probes",
     "chaosgpu.workload.probes",
 )
+
+# Activity modules that need an optional dependency (pip extra): discovery leaves them out when it is missing.
+_OPTIONAL_MODULES = {"chaosgpu.k8s.probes": "chaosk8s"}  # extra "k8s": chaostoolkit-kubernetes
 
 
 def discover(discover_system: bool = True) -> Discovery:  # noqa: ARG001 - Chaos Toolkit's signature
@@ -43,6 +48,9 @@ def load_exported_activities() -> list[DiscoveredActivities]:
     """Every action and probe that chaosgpu exports."""
     activities: list[DiscoveredActivities] = []
     for module in _ACTIVITY_MODULES:
+        needs = _OPTIONAL_MODULES.get(module)
+        if needs and importlib.util.find_spec(needs) is None:
+            continue
         if module.endswith(".actions"):
             activities.extend(discover_actions(module))
         else:
