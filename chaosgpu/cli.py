@@ -5,6 +5,9 @@
   parallel SSH fan-out). Exit 0 when every host's ledger was read, 1 when one could not be, 2 on bad input.
 - ``chaosgpu cleanup --inventory PATH [--limit PATTERN]``: revert every fault those ledgers hold. Exit 0 only when
   every host answered and nothing is left, 1 otherwise, 2 on bad input.
+- ``chaosgpu gameday --inventory PATH --suite DIR``: run a suite of experiments and write reports/<timestamp>/
+  (chaosgpu.gameday: exit 0 only when every experiment passed, 1 when one did not, 2 on bad input, 3 when the
+  pre-flight failed, 130 when interrupted).
 
 ``--limit`` takes an Ansible-style host pattern (chaosgpu.targeting). Both commands work on production inventories
 and ignore the blast-radius guard: they only read ledgers and revert faults.
@@ -20,7 +23,7 @@ from typing import TextIO
 
 from chaoslib.exceptions import ActivityFailed
 
-from chaosgpu import __version__, ledger, load_exported_activities
+from chaosgpu import __version__, gameday, ledger, load_exported_activities
 from chaosgpu.types import Host
 
 __all__ = ["main"]
@@ -45,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         command = sub.add_parser(name, help=text, description=text)
         command.add_argument("-i", "--inventory", required=True, metavar="PATH", help="Ansible inventory source")
         command.add_argument("-l", "--limit", metavar="PATTERN", help="only the hosts this host pattern matches")
+    gameday.add_arguments(sub.add_parser("gameday", help="run a suite of experiments and report on it"))
     args = parser.parse_args(argv)
+    if args.command == "gameday":
+        return gameday.main(args)
     if args.command == "activities":
         for activity in load_exported_activities():
             sys.stdout.write(f"{activity['type']:<6} {activity['mod']}.{activity['name']}\n")
