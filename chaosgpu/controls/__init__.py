@@ -1,0 +1,1 @@
+"""Chaos Toolkit controls shipped with chaosgpu (``chaosgpu.controls.objectives``: recovery objectives)."""
