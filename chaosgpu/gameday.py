@@ -327,6 +327,8 @@ def experiment_entry(
         "ended": journal.get("end"),
         "duration_s": _number(journal.get("duration")),
     }
+    if missed and entry["reason"] == "chaoslib status failed":  # the objectives control failed the run
+        entry["reason"] = "objectives missed"
     entry["passed"] = status == "completed" and met and not faults and leftover_error is None
     return entry
 

@@ -101,7 +101,7 @@ def timeline_svg(entry: Mapping[str, Any]) -> str:
         parts.append(
             f'<line class="objective objective-p99" x1="{LEFT}" x2="{LEFT + plot_w}" y1="{y(p99_goal):.1f}" '
             f'y2="{y(p99_goal):.1f}" stroke="#7b2cbf" stroke-dasharray="6 4"/>'
-            f'<text x="{LEFT + plot_w - 4}" y="{y(p99_goal) - 4:.1f}" text-anchor="end">'
+            f'<text x="{LEFT + 4}" y="{y(p99_goal) + 12:.1f}">'
             f"p99 objective {p99_goal:g} ms</text>"
         )
     for name, goal, label_y in (("ttd", ttd_goal, TOP + 24), ("ttr", ttr_goal, TOP + 36)):
@@ -109,7 +109,7 @@ def timeline_svg(entry: Mapping[str, Any]) -> str:
             parts.append(
                 f'<line class="objective objective-{name}" x1="{x(goal):.1f}" x2="{x(goal):.1f}" y1="{TOP}" '
                 f'y2="{TOP + plot_h}" stroke="#7b2cbf" stroke-dasharray="6 4"/>'
-                f'<text x="{x(goal) + 3:.1f}" y="{label_y}">{name.upper()} objective {goal:g} s</text>'
+                + _label(x(goal), label_y, f"{name.upper()} objective {goal:g} s", plot_w)
             )
     for sample_t, ok, latency in samples:
         cx = x(sample_t - start)
@@ -127,14 +127,39 @@ def timeline_svg(entry: Mapping[str, Any]) -> str:
             at = moment - start
             parts.append(
                 f'<line class="{css}" x1="{x(at):.1f}" x2="{x(at):.1f}" y1="{TOP}" y2="{TOP + plot_h}" '
-                f'stroke="{color}" stroke-width="2"/><text x="{x(at) + 3:.1f}" y="{label_y}" fill="{color}">'
-                f"{label} {at:.1f} s</text>"
+                f'stroke="{color}" stroke-width="2"/>' + _label(x(at), label_y, f"{label} {at:.1f} s", plot_w, color)
             )
     missing = [name for name, moment in (("detection", detected), ("recovery", recovered)) if moment is None]
     if missing:
         parts.append(f'<text x="{LEFT + 4}" y="{TOP - 8}">not observed: {", ".join(missing)}</text>')
+    parts.append(_legend())
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _label(at_x: float, at_y: float, text: str, plot_w: float, color: str = "#3e4c59") -> str:
+    """A marker's label beside it: on its right, or on its left near the right edge so it is not cut off."""
+    near_edge = at_x > LEFT + plot_w * 0.8
+    anchor, text_x = ("end", at_x - 3) if near_edge else ("start", at_x + 3)
+    return f'<text x="{text_x:.1f}" y="{at_y}" text-anchor="{anchor}" style="fill:{color}">{escape(text)}</text>'
+
+
+def _legend() -> str:
+    """What the marks mean, in the top margin on the right."""
+    y0 = TOP - 12
+    items = [
+        ('<rect x="{x}" y="{y}" width="14" height="9" fill="#f9a03f" fill-opacity="0.35"/>', "fault window"),
+        ('<circle cx="{cx}" cy="{cy}" r="3" fill="#2563eb"/>', "request ok"),
+        ('<circle cx="{cx}" cy="{cy}" r="3" fill="#dc2626"/>', "request failed"),
+        ('<line x1="{x}" x2="{x2}" y1="{cy}" y2="{cy}" stroke="#7b2cbf" stroke-dasharray="4 3"/>', "objective"),
+    ]
+    char_w, gap = 6, 14  # 11px sans-serif: about 6 px a character
+    parts, at = [], WIDTH - RIGHT - sum(18 + char_w * len(text) + gap for _, text in items)
+    for mark, text in items:
+        parts.append(mark.format(x=at, y=y0 - 8, cx=at + 7, cy=y0 - 4, x2=at + 14))
+        parts.append(f'<text x="{at + 18}" y="{y0}">{text}</text>')
+        at += 18 + char_w * len(text) + gap
+    return '<g class="legend">' + "".join(parts) + "</g>"
 
 
 def _axes(t_min: float, t_max: float, y_max: float, x: Any, y: Any) -> list[str]:
