@@ -106,9 +106,10 @@ def gpu_nodes_ready(
     configuration: Configuration = None,  # noqa: ARG001 - Chaos Toolkit convention
     secrets: Secrets = None,
 ) -> bool:
-    """Whether at least ``min_count`` nodes matching ``label_selector`` are Ready and, when
-    ``require_schedulable``, not cordoned. With ``min_count`` set to the number of GPU nodes it checks that none is
-    NotReady or cordoned. Polls until it holds or ``wait_s`` seconds have passed."""
+    """Whether at least ``min_count`` nodes match ``label_selector`` and every one of them is Ready and, when
+    ``require_schedulable``, not cordoned: one NotReady or cordoned GPU node makes it false, and so does a node
+    gone from the cluster when ``min_count`` is the number of GPU nodes. Polls until it holds or ``wait_s`` seconds
+    have passed."""
     want = check_count("min_count", min_count, minimum=1)
     wait = check_seconds("wait_s", wait_s)
     check_flag("require_schedulable", require_schedulable)
@@ -116,9 +117,10 @@ def gpu_nodes_ready(
     def check() -> tuple[bool, str]:
         nodes = _read_nodes(label_selector, GPU_RESOURCE, secrets)
         good = [n for n, r in nodes.items() if r["ready"] and (r["schedulable"] or not require_schedulable)]
-        return len(good) >= want, f"{len(good)} of {len(nodes)} nodes ready, {want} wanted; {_describe(nodes, '')}"
+        holds = len(nodes) >= want and len(good) == len(nodes)
+        return holds, f"{len(good)} of {len(nodes)} nodes ready, at least {want} wanted; {_describe(nodes, '')}"
 
-    return poll(check, wait, f"{want} ready nodes labelled {label_selector!r}")
+    return poll(check, wait, f"all of at least {want} nodes labelled {label_selector!r} ready")
 
 
 def pods_ready(

@@ -54,15 +54,16 @@ def test_a_cordoned_node_is_reported_and_its_gpus_not_counted(fake_cluster: Fake
     assert gpus_allocatable_at_least(16) is False
     assert gpus_allocatable_at_least(16, count_unschedulable=True) is True
     assert gpu_nodes_ready(min_count=2) is False
+    assert gpu_nodes_ready(min_count=1) is False, "every GPU node must be schedulable, not just min_count of them"
     assert gpu_nodes_ready(min_count=2, require_schedulable=False) is True
-    assert gpu_nodes_ready(min_count=1) is True
+    assert gpu_nodes_ready(min_count=3, require_schedulable=False) is False, "a GPU node is missing"
 
 
 def test_a_not_ready_node_counts_nowhere(fake_cluster: FakeCluster) -> None:
     fake_cluster.nodes = [gpu_node("gpu-a"), gpu_node("gpu-b", ready=False)]
     assert allocatable_gpus()["gpu-b"]["ready"] is False
     assert gpus_allocatable_at_least(16, count_unschedulable=True) is False
-    assert gpu_nodes_ready(min_count=2, require_schedulable=False) is False
+    assert gpu_nodes_ready(min_count=1, require_schedulable=False) is False
 
 
 def test_no_matching_node_is_an_empty_reading_and_not_enough(fake_cluster: FakeCluster) -> None:
