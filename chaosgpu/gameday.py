@@ -166,11 +166,25 @@ class _Interrupts:
 
 
 class _Phases(RunEventHandler):  # type: ignore[misc]  # chaoslib is untyped
-    """Arms the interrupt while chaoslib runs a hypothesis or the method (inside its try block), disarms it in
-    between and for the rollbacks."""
+    """Arms the interrupt while chaoslib runs a hypothesis or the method (inside its try block, which turns it into
+    an interrupted run and goes on to the rollbacks), disarms it in between and for the rollbacks, and arms it again
+    once they are done (the controls may still wait, e.g. the objectives control for recovery: an interrupt then
+    ends the run there; the journal kept here stands in for the one chaoslib no longer returns)."""
 
     def __init__(self, interrupts: _Interrupts) -> None:
         self.interrupts = interrupts
+        self.journal: dict[str, Any] | None = None
+        self.rollbacks_done = False
+
+    def started(self, experiment: Any, journal: Any) -> None:  # noqa: ARG002
+        self.journal = journal
+
+    def rollbacks_completed(self, experiment: Any, journal: Any) -> None:  # noqa: ARG002
+        self.rollbacks_done = True
+        self._arm()
+
+    def finish(self, journal: Any) -> None:  # noqa: ARG002
+        self._disarm()
 
     def _arm(self) -> None:
         self.interrupts.armed = True
@@ -549,17 +563,24 @@ def _run_one(context: _Context, counter: str, path: Path, experiment: dict[str, 
     out.flush()
     began = time.monotonic()
     interrupted_before = interrupts.requested
+    phases = _Phases(interrupts)
     try:
         journal = run_experiment(
             copy.deepcopy(experiment),
             settings=context.settings,
             experiment_vars=({"chaosgpu_inventory": inventory}, {}),
             strategy=_hypothesis_strategy(experiment),
-            event_handlers=[_Phases(interrupts)],
+            event_handlers=[phases],
         )
-    except KeyboardInterrupt:  # outside chaoslib's own handling: its rollbacks may not have run
+    except KeyboardInterrupt:  # after the rollbacks (a control still waiting), or outside chaoslib's handling
         interrupts.requested = True
-        journal = {"experiment": experiment, "status": "interrupted", "chaosgpu_note": "interrupted outside chaoslib"}
+        journal = dict(phases.journal or {"experiment": experiment})
+        journal["status"] = "interrupted"
+        journal["chaosgpu_gameday"] = (
+            "interrupted after the rollbacks, while the experiment's controls finished"
+            if phases.rollbacks_done
+            else "interrupted outside chaoslib's handling: the rollbacks may not have run"
+        )
     except ChaosException as err:  # an experiment chaoslib could not start (configuration, secrets)
         journal = {"experiment": experiment, "status": "failed", "run": [], "chaosgpu_error": str(err)}
     journal_name = f"{stem.name}.journal.json"

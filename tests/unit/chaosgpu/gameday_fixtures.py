@@ -48,6 +48,11 @@ def after_experiment_control(
     **kwargs: Any,  # noqa: ARG001
 ) -> None:
     """Write ``configuration['fake_objectives']`` (the objectives control's journal entry) into the journal."""
+    wait_marker = (configuration or {}).get("fake_wait_marker")
+    if wait_marker:  # like the objectives control waiting for recovery after the rollbacks
+        Path(wait_marker).write_text("waiting\n", encoding="utf-8")
+        time.sleep(float((configuration or {}).get("fake_wait_s", 60)))
+        Path(wait_marker + ".done").write_text("waited\n", encoding="utf-8")
     record = (configuration or {}).get("fake_objectives")
     if state is None or not isinstance(record, dict):
         return

@@ -351,6 +351,31 @@ sys.exit(gameday.run_gameday(sys.argv[1], "inventories/lab", reports_dir=sys.arg
 """
 
 
+def interrupt_when(tmp: Path, suite: Path, marker: Path, signals: int = 1) -> tuple[int, str]:
+    """Run the game day in a subprocess, send SIGINT ``signals`` times once ``marker`` exists; status, output."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(Path(__file__).parent)]))
+    process = subprocess.Popen(
+        [sys.executable, "-c", _DRIVER, str(suite), str(tmp / "reports")],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120  # only bounds a broken run; a working one is signalled at once
+        while not marker.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker.exists(), f"{marker.name} never appeared: {process.communicate(timeout=30)[0]}"
+        for _ in range(signals):
+            process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=110)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, output
+
+
 def test_sigint_runs_the_rollbacks_and_writes_an_interrupted_report(tmp_path: Path) -> None:
     started = tmp_path / "action-started"
     method = [
@@ -360,26 +385,8 @@ def test_sigint_runs_the_rollbacks_and_writes_an_interrupted_report(tmp_path: Pa
     suite = write_suite(
         tmp_path / "suite", {"01-slow": experiment(tmp_path, "slow", method=method), "02-b": experiment(tmp_path, "b")}
     )
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(Path(__file__).parent)]))
-    process = subprocess.Popen(
-        [sys.executable, "-c", _DRIVER, str(suite), str(tmp_path / "reports")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120  # only bounds a broken run; a working one sends the signal at once
-        while not started.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert started.exists(), f"the action never started: {process.communicate(timeout=30)[0]}"
-        process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=110)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == gameday.EXIT_INTERRUPTED, output
+    rc, output = interrupt_when(tmp_path, suite, started)
+    assert rc == gameday.EXIT_INTERRUPTED, output
     assert (tmp_path / "slow.rollback").exists(), f"the rollback did not run: {output}"
     assert not (tmp_path / "after").exists(), "the method went on after the interrupt"
     assert not (tmp_path / "b.action").exists(), "the suite went on after the interrupt"
@@ -405,29 +412,26 @@ def test_sigint_during_the_rollbacks_lets_every_rollback_finish(tmp_path: Path) 
         {"type": "action", "name": "last-revert", "provider": _call("touch", path=str(tmp_path / "last-revert"))},
     ]
     suite = write_suite(tmp_path / "suite", {"01-r": doc, "02-b": experiment(tmp_path, "b")})
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), str(Path(__file__).parent)]))
-    process = subprocess.Popen(
-        [sys.executable, "-c", _DRIVER, str(suite), str(tmp_path / "reports")],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not rollback_started.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert rollback_started.exists(), f"the rollback never started: {process.communicate(timeout=30)[0]}"
-        process.send_signal(signal.SIGINT)
-        process.send_signal(signal.SIGINT)  # a second Ctrl-C must not cut the rollbacks short either
-        output, _ = process.communicate(timeout=110)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    assert process.returncode == gameday.EXIT_INTERRUPTED, output
+    rc, output = interrupt_when(tmp_path, suite, rollback_started, signals=2)  # a second Ctrl-C must not cut them
+    assert rc == gameday.EXIT_INTERRUPTED, output
     assert (tmp_path / "last-revert").exists(), f"a rollback was skipped: {output}"
     assert not (tmp_path / "b.action").exists()
     summary = latest_summary(tmp_path)
     assert [e["status"] for e in summary["experiments"]] == ["interrupted"]
     assert summary["interrupted"] is True
+
+
+def test_sigint_while_a_control_waits_after_the_rollbacks_ends_the_run(tmp_path: Path) -> None:
+    waiting = tmp_path / "control-waiting"
+    doc = experiment(tmp_path, "w", objectives=objectives_record())
+    doc["configuration"].update(fake_wait_marker=str(waiting), fake_wait_s=120)
+    suite = write_suite(tmp_path / "suite", {"01-w": doc, "02-b": experiment(tmp_path, "b")})
+    rc, output = interrupt_when(tmp_path, suite, waiting)
+    assert rc == gameday.EXIT_INTERRUPTED, output
+    assert (tmp_path / "w.rollback").exists()
+    assert not (tmp_path / "control-waiting.done").exists(), "the wait was not cut short"
+    summary = latest_summary(tmp_path)
+    assert [e["status"] for e in summary["experiments"]] == ["interrupted"]
+    journal = json.loads((tmp_path / "reports" / "latest" / summary["experiments"][0]["journal"]).read_text())
+    assert journal["rollbacks"][0]["status"] == "succeeded", "the journal chaoslib had built is the one saved"
+    assert "after the rollbacks" in journal["chaosgpu_gameday"]
