@@ -162,7 +162,8 @@ def test_unset_expected_counts_stop_the_run_before_the_fault(
     assert journal["steady_states"]["before"]["steady_state_met"] is False
     assert journal["run"] == [], "the method ran although the hypothesis did not hold"
     errors = " ".join(str(p.get("exception", "")) for p in journal["steady_states"]["before"]["probes"])
-    assert "must be an integer >= " in errors and "got -1" in errors
+    assert "must be an integer >= " in errors
+    assert "got -1" in errors
 
 
 def test_a_cordoned_gpu_node_stops_the_drain_before_it_starts(healthy_cluster: FakeCluster, tmp_path: Path) -> None:
