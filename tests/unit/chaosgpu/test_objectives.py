@@ -401,3 +401,18 @@ def test_chaos_run_refuses_a_malformed_declaration(tmp_path: Path, mark: Path) -
     assert journal["status"] == "interrupted"
     assert "unknown key(s) ttx_s" in output
     assert not mark.exists()
+
+
+def test_the_lab_experiments_declare_valid_objectives() -> None:
+    """Every lab experiment with the objectives control declares objectives that parse (the run would refuse)."""
+    checked = 0
+    for path in sorted((ROOT / "experiments").rglob("*.yaml")):
+        exp = yaml.safe_load(path.read_text())
+        modules = [c.get("provider", {}).get("module") for c in exp.get("controls", [])]
+        if "chaosgpu.controls.objectives" not in modules:
+            continue
+        parsed = parse_objectives(exp)
+        assert parsed is not None, f"{path}: objectives control without a chaosgpu_objectives extension"
+        assert parsed.recover, f"{path}: nothing to judge recovery on"
+        checked += 1
+    assert checked >= 1
