@@ -18,6 +18,8 @@ import pytest
 import yaml
 from k8sfake import FakeCluster, gpu_node, pod, serve
 
+from chaosgpu.objectives import parse_objectives
+
 ROOT = Path(__file__).resolve().parents[3]
 EXPERIMENTS = sorted((ROOT / "experiments" / "kubernetes").glob("*.yaml"))
 CHAOS = Path(sys.executable).with_name("chaos")
@@ -173,3 +175,14 @@ def test_a_cordoned_gpu_node_stops_the_drain_before_it_starts(healthy_cluster: F
     journal = _dry_run(ROOT / "experiments" / "kubernetes" / "drain-gpu-node.yaml", tmp_path, env)
     assert journal["steady_states"]["before"]["steady_state_met"] is False
     assert journal["run"] == []
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.name)
+def test_each_declares_a_time_to_recover_judged_on_its_steady_state(experiment: Path) -> None:
+    doc = _load(experiment)
+    assert [c["provider"]["module"] for c in doc["controls"]] == ["chaosgpu.controls.objectives"]
+    objectives = parse_objectives(doc)
+    assert objectives is not None
+    assert objectives.ttr_s is not None
+    assert objectives.ttr_s > 0
+    assert [p["name"] for p in objectives.recover] == [p["name"] for p in doc["steady-state-hypothesis"]["probes"]]
