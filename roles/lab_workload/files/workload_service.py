@@ -355,6 +355,13 @@ class Server(http.server.ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__((workload.config.listen, workload.config.port), Handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hung up (HAProxy closes a health check once it has the status line) is not an error;
+        anything else is printed with its traceback, as the base class does."""
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 def serve(config: Config) -> Server:
     """Check the GPUs once, start the health monitor and bind the server (the caller runs serve_forever)."""

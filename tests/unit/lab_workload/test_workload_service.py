@@ -260,3 +260,20 @@ def test_the_script_serves_until_sigterm(node: FakeNode) -> None:
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def test_a_client_hanging_up_is_not_logged_as_an_error(node: FakeNode, capsys: pytest.CaptureFixture[str]) -> None:
+    """HAProxy closes a health check once it has the status; other errors keep their traceback."""
+    node.start(health_interval_s=3600.0)
+    server = node.servers[0]
+    capsys.readouterr()
+    try:
+        raise ConnectionResetError(104, "Connection reset by peer")
+    except ConnectionResetError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert capsys.readouterr().err == ""
+    try:
+        raise ValueError("a real bug")
+    except ValueError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert "ValueError: a real bug" in capsys.readouterr().err
