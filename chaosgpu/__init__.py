@@ -25,11 +25,15 @@ _ACTIVITY_MODULES = (
     "chaosgpu.fleet.probes",
     "chaosgpu.gpu.actions",
     "chaosgpu.gpu.probes",
+    "chaosgpu.health.actions",
+    "chaosgpu.health.probes",
     "chaosgpu.k8s.probes",
     "chaosgpu.network.actions",
     "chaosgpu.network.probes",
     "chaosgpu.node.actions",
     "chaosgpu.node.probes",
+    "chaosgpu.training.actions",
+    "chaosgpu.training.probes",
     "chaosgpu.workload.probes",
 )
 

@@ -1,0 +1,1 @@
+"""A fake training job on Slurm and what its own records say about an interruption."""
