@@ -426,6 +426,11 @@ class Watcher:
             return False
         holds = self._recover_holds()
         if holds and (gate_open or self._gate.is_set()):
+            # A detect signal that came up during this round (both signals can turn in the same instant) is still a
+            # detection: ask it once more before recovery ends the watch, so TTD is not lost to polling order.
+            if objectives.detect is not None and self.detected is None and self._holds(objectives.detect):
+                self.detected = self.clock()
+                logger.info(f"objectives: detected {self.detected - self.fault_start:.1f} s after fault start")
             self.recovered = self.clock()
             logger.info(f"objectives: recovered {self.recovered - self.fault_start:.1f} s after fault start")
             return True

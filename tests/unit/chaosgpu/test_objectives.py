@@ -23,6 +23,7 @@ from chaosgpu.objectives import (
     JOURNAL_KEY,
     Objectives,
     ObjectivesError,
+    Watcher,
     build_report,
     parse_objectives,
     validate_report,
@@ -416,3 +417,23 @@ def test_the_lab_experiments_declare_valid_objectives() -> None:
         assert parsed.recover, f"{path}: nothing to judge recovery on"
         checked += 1
     assert checked >= 1
+
+
+def test_a_detection_in_the_same_round_as_the_recovery_is_not_lost() -> None:
+    """Both signals can turn in one instant: the detect probe, asked before the recover probe, says no; the recover
+    probe then holds. The watcher asks the detect probe once more before recovery ends the watch."""
+    detect = {"type": "probe", "name": "detect"}
+    recover = {"type": "probe", "name": "recover"}
+    answers = {"detect": iter([False, True])}
+    now = iter([100.0 + step for step in range(10)])
+
+    def run_probe(probe: dict[str, Any]) -> bool:
+        return next(answers[probe["name"]]) if probe["name"] in answers else True
+
+    watcher = Watcher(
+        Objectives(ttd_s=5, ttr_s=10, detect=detect, recover=[recover]), run_probe, 99.0, lambda: next(now)
+    )
+    watcher.open_recovery_gate()  # the fault already ended
+    assert watcher._tick() is True
+    assert watcher.detected == 100.0
+    assert watcher.recovered == 101.0
