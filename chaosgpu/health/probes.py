@@ -19,6 +19,7 @@ from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaosgpu.activity import run_on, targets
+from chaosgpu.gpu.probes import prometheus_query
 from chaosgpu.health import state
 from chaosgpu.types import CommandResult, Host
 
@@ -27,7 +28,9 @@ __all__ = [
     "gpu_health_saw_xid",
     "gpu_health_state",
     "node_drained",
+    "node_stays_undrained",
     "node_undrained",
+    "prometheus_holds",
     "slurm_node_available",
     "slurm_node_state",
 ]
@@ -137,6 +140,35 @@ def node_undrained(
         lambda: all(not s["drained"] and not s["rma"] for s in _read_states(configuration, pattern).values()),
         seconds,
     )
+
+
+def node_stays_undrained(
+    pattern: str,
+    watch_s: float = 40.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,  # noqa: ARG001 - Chaos Toolkit passes it to every activity
+) -> bool:
+    """True when no host matching ``pattern`` is drained or marked for RMA by its gpu_health agent at any read
+    during ``watch_s`` seconds (one read a second, at least one): the node stayed in service. False at the first
+    read that finds one drained. For faults that must not drain (application XIDs: a drain is over-remediation)."""
+    seconds = check_wait_s(watch_s)
+    return not _until(
+        lambda: any(s["drained"] or s["rma"] for s in _read_states(configuration, pattern).values()),
+        seconds,
+    )
+
+
+def prometheus_holds(
+    query: str,
+    url: str = "",
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> bool:
+    """True when the PromQL instant query ``query`` returns at least one series (a filter such as
+    ``DCGM_FI_DEV_GPU_TEMP{Hostname="gpu-node-3",gpu="2"} >= 75`` holds); Prometheus is found as
+    ``chaosgpu.gpu.probes.prometheus_query`` finds it (``url``, configuration ``chaosgpu_prometheus_url``,
+    $CHAOSGPU_PROMETHEUS_URL). Fails when Prometheus does not answer or rejects the query."""
+    return bool(prometheus_query(query, url=url, configuration=configuration, secrets=secrets))
 
 
 def gpu_health_ready(

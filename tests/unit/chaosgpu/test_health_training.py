@@ -167,6 +167,37 @@ def test_undrained_means_neither_drained_nor_rma(fake: FakeTransport) -> None:
     assert health.node_undrained("gpu-node-1:gpu-node-2", configuration=CONFIG) is False
 
 
+def test_stays_undrained_fails_at_the_first_drain(fake: FakeTransport, monkeypatch: pytest.MonkeyPatch) -> None:
+    reads = iter([prom(), prom(drained=1), prom()])
+    fake.answers["gpu_health.prom"] = lambda _host: (0, "1010\n" + next(reads))
+    monkeypatch.setattr(health, "_POLL_S", 0.0)
+    assert health.node_stays_undrained("gpu-node-3", watch_s=30, configuration=CONFIG) is False
+    assert len(fake.calls) == 2
+
+
+def test_stays_undrained_holds_through_the_watch(fake: FakeTransport, monkeypatch: pytest.MonkeyPatch) -> None:
+    serve_prom(fake, {"gpu-node-3": prom(xid=94)})
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(health.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(health.time, "sleep", lambda _s: None)
+    assert health.node_stays_undrained("gpu-node-3", watch_s=40, configuration=CONFIG) is True
+    assert len(fake.calls) >= 4
+
+
+def test_prometheus_holds_when_the_filter_returns_a_series(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[list[dict[str, Any]]] = [[{"metric": {"gpu": "2"}, "value": 80.0}], []]
+    asked: list[str] = []
+
+    def query(q: str, **_kwargs: Any) -> list[dict[str, Any]]:
+        asked.append(q)
+        return answers.pop(0)
+
+    monkeypatch.setattr(health, "prometheus_query", query)
+    assert health.prometheus_holds("DCGM_FI_DEV_GPU_TEMP >= 75", configuration=CONFIG) is True
+    assert health.prometheus_holds("DCGM_FI_DEV_GPU_TEMP >= 75", configuration=CONFIG) is False
+    assert asked == ["DCGM_FI_DEV_GPU_TEMP >= 75"] * 2
+
+
 @pytest.mark.parametrize(
     ("text", "clock", "ready"),
     [
