@@ -24,10 +24,12 @@ from chaosgpu.health import state
 from chaosgpu.types import CommandResult, Host
 
 __all__ = [
+    "gpu_health_live",
     "gpu_health_ready",
     "gpu_health_saw_xid",
     "gpu_health_state",
     "node_drained",
+    "node_stays_drained",
     "node_stays_undrained",
     "node_undrained",
     "prometheus_holds",
@@ -50,13 +52,23 @@ def check_wait_s(wait_s: float) -> float:
 
 
 def _until(check: Callable[[], bool], wait_s: float) -> bool:
-    """``check()`` until it holds or ``wait_s`` passed (at least one call); whether it held."""
+    """``check()`` until it holds or ``wait_s`` passed (at least one call); whether it held. While waiting, a check
+    that fails (a host rebooting does not answer) counts as not holding; the last failure is raised when the wait
+    ends without the condition ever holding and the last check failed."""
     deadline = time.monotonic() + wait_s
     while True:
-        if check():
-            return True
+        failure: ActivityFailed | None = None
+        try:
+            if check():
+                return True
+        except ActivityFailed as err:
+            if wait_s <= 0:
+                raise
+            failure = err
         remaining = deadline - time.monotonic()
         if remaining <= 0:
+            if failure is not None:
+                raise failure
             return False
         time.sleep(min(_POLL_S, remaining))
 
@@ -158,6 +170,24 @@ def node_stays_undrained(
     )
 
 
+def node_stays_drained(
+    pattern: str,
+    watch_s: float = 50.0,
+    rma: bool = True,
+    configuration: Configuration = None,
+    secrets: Secrets = None,  # noqa: ARG001 - Chaos Toolkit passes it to every activity
+) -> bool:
+    """True when every host matching ``pattern`` is drained (and marked for RMA, unless ``rma`` is false) by its
+    gpu_health agent at every read during ``watch_s`` seconds (one read a second): the drain held. False at the
+    first read that finds one not so. For faults whose node must stay out of service (an RMA: no automatic
+    undrain), with ``watch_s`` past the agent's ``undrain_after_s``."""
+    seconds = check_wait_s(watch_s)
+    return not _until(
+        lambda: any(not s["drained"] or (rma and not s["rma"]) for s in _read_states(configuration, pattern).values()),
+        seconds,
+    )
+
+
 def prometheus_holds(
     query: str,
     url: str = "",
@@ -169,6 +199,22 @@ def prometheus_holds(
     ``chaosgpu.gpu.probes.prometheus_query`` finds it (``url``, configuration ``chaosgpu_prometheus_url``,
     $CHAOSGPU_PROMETHEUS_URL). Fails when Prometheus does not answer or rejects the query."""
     return bool(prometheus_query(query, url=url, configuration=configuration, secrets=secrets))
+
+
+def gpu_health_live(
+    pattern: str,
+    max_poll_age_s: float = 60.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,  # noqa: ARG001 - Chaos Toolkit passes it to every activity
+) -> bool:
+    """True when the agent on every host matching ``pattern`` remediates for real (not dry-run) and polled within
+    ``max_poll_age_s`` by the host's clock, whatever it holds the node in (drained, RMA): the agent is at work."""
+    if isinstance(max_poll_age_s, bool) or not isinstance(max_poll_age_s, int | float) or max_poll_age_s <= 0:
+        raise ActivityFailed(f"max_poll_age_s must be a positive number of seconds, got {max_poll_age_s!r}")
+    return all(
+        not s["dry_run"] and s["last_poll"] is not None and s["host_time"] - s["last_poll"] <= max_poll_age_s
+        for s in _read_states(configuration, pattern).values()
+    )
 
 
 def gpu_health_ready(

@@ -184,6 +184,40 @@ def test_stays_undrained_holds_through_the_watch(fake: FakeTransport, monkeypatc
     assert len(fake.calls) >= 4
 
 
+def test_stays_drained_needs_the_drain_and_the_rma_mark_throughout(
+    fake: FakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health, "_POLL_S", 0.0)
+    reads = iter([prom(drained=1, rma=1, phase="rma"), prom(drained=1, rma=0, phase="recovering")])
+    fake.answers["gpu_health.prom"] = lambda _host: (0, "1010\n" + next(reads))
+    assert health.node_stays_drained("gpu-node-3", watch_s=50, configuration=CONFIG) is False
+    serve_prom(fake, {"gpu-node-3": prom(drained=1, phase="recovering")})
+    assert health.node_stays_drained("gpu-node-3", watch_s=0, rma=False, configuration=CONFIG) is True
+    assert health.node_stays_drained("gpu-node-3", watch_s=0, configuration=CONFIG) is False
+
+
+def test_a_wait_rides_out_an_unreachable_host_and_reraises_at_the_end(
+    fake: FakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(health, "_POLL_S", 0.0)
+    answers = iter([(255, ""), (255, ""), (0, "1010\n" + prom())])
+    fake.answers["gpu_health.prom"] = lambda _host: next(answers)
+    assert health.node_undrained("gpu-node-3", wait_s=30, configuration=CONFIG) is True
+    fake.answers["gpu_health.prom"] = lambda _host: (255, "")
+    clock = iter(range(0, 1000, 10))
+    monkeypatch.setattr(health.time, "monotonic", lambda: float(next(clock)))
+    with pytest.raises(ActivityFailed, match="gpu-node-3: unreachable"):
+        health.node_undrained("gpu-node-3", wait_s=30, configuration=CONFIG)
+
+
+def test_live_is_any_state_of_a_live_fresh_agent(fake: FakeTransport) -> None:
+    serve_prom(fake, {"gpu-node-3": prom(drained=1, rma=1, phase="rma"), "gpu-node-1": prom(dry_run=1)})
+    assert health.gpu_health_live("gpu-node-3", configuration=CONFIG) is True
+    assert health.gpu_health_live("gpu-node-1", configuration=CONFIG) is False
+    serve_prom(fake, {"gpu-node-3": prom()}, clock=5000)
+    assert health.gpu_health_live("gpu-node-3", configuration=CONFIG) is False
+
+
 def test_prometheus_holds_when_the_filter_returns_a_series(monkeypatch: pytest.MonkeyPatch) -> None:
     answers: list[list[dict[str, Any]]] = [[{"metric": {"gpu": "2"}, "value": 80.0}], []]
     asked: list[str] = []
