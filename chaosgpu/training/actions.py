@@ -61,7 +61,8 @@ def submit_training_job(  # noqa: PLR0913, PLR0917 - Chaos Toolkit passes argume
     quoted = shlex.quote(where)
     command = (
         f"mkdir -p {quoted} && rm -f {quoted}/records.jsonl {quoted}/checkpoint.json && "
-        f"sbatch --parsable --requeue -J {name} -D {quoted} -o {shlex.quote(where + '/slurm-%j.out')} "
+        f"sbatch --parsable --requeue --nodes=1 --ntasks=1 --gres=gpu:1 -J {name} -D {quoted} "
+        f"-o {shlex.quote(where + '/slurm-%j.out')} "
         f"--export={shlex.quote(env)}"
     )
     result = get_transport().run(host, command, timeout=_TIMEOUT_S, stdin=text)

@@ -1,8 +1,4 @@
 #!/usr/bin/env python3
-#SBATCH --requeue
-#SBATCH --nodes=1
-#SBATCH --ntasks=1
-#SBATCH --gres=gpu:1
 # A fake training job for the lab's Slurm (experiments/lab/15-training-job-power-loss.yaml): each step "trains" by
 # sleeping STEP_S seconds; every CHECKPOINT_INTERVAL_S seconds it writes a checkpoint to the storage all nodes share
 # (TRAINING_DIR, /srv/shared/...); on start it resumes from the last checkpoint there. Every start, step and
@@ -11,7 +7,8 @@
 #   {"event": "step", "time", "host", "job_id", "step"}
 #   {"event": "checkpoint", "time", "host", "job_id", "step"}
 #   {"event": "done", "time", "host", "job_id", "step"}
-# Submitted with `sbatch --requeue` (chaosgpu.training.actions.submit_training_job), so Slurm requeues it when its
+# Submitted with `sbatch --requeue --nodes=1 --ntasks=1 --gres=gpu:1` (chaosgpu.training.actions.submit_training_job;
+# the options are on its command line, not #SBATCH lines, which formatters rewrite), so Slurm requeues it when its
 # node fails; the records are what the experiment's objectives are computed from (chaosgpu.training.records).
 # Standard library only; the checkpoint is written atomically (temporary file, fsync, rename).
 import json
@@ -27,8 +24,13 @@ TOTAL_STEPS = int(os.environ.get("TOTAL_STEPS", "1800"))
 
 
 def record(event, **fields):
-    line = {"event": event, "time": round(time.time(), 3), "host": socket.gethostname(),
-            "job_id": os.environ.get("SLURM_JOB_ID", ""), **fields}
+    line = {
+        "event": event,
+        "time": round(time.time(), 3),
+        "host": socket.gethostname(),
+        "job_id": os.environ.get("SLURM_JOB_ID", ""),
+        **fields,
+    }
     with open(os.path.join(DIRECTORY, "records.jsonl"), "a", encoding="utf-8") as out:
         out.write(json.dumps(line, sort_keys=True) + "\n")
         out.flush()
@@ -60,8 +62,12 @@ def main():
         print(f"TRAINING_DIR must be an existing directory on shared storage, got {DIRECTORY!r}", file=sys.stderr)
         return 2
     step, checkpoint_time = load_checkpoint()
-    record("start", restart=int(os.environ.get("SLURM_RESTART_COUNT", "0")), resumed_from=step,
-           checkpoint_time=checkpoint_time)
+    record(
+        "start",
+        restart=int(os.environ.get("SLURM_RESTART_COUNT", "0")),
+        resumed_from=step,
+        checkpoint_time=checkpoint_time,
+    )
     last_checkpoint = time.monotonic()
     while step < TOTAL_STEPS:
         time.sleep(STEP_S)

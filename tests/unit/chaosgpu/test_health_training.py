@@ -474,7 +474,10 @@ def test_submit_sends_the_script_to_sbatch_requeue(fake: FakeTransport, tmp_path
     assert done == {"job_id": "42", "directory": "/srv/shared/chaos-train", "controller": "ops-1"}
     host, command, stdin = fake.calls[-1]
     assert host == "ops-1"
-    assert "sbatch --parsable --requeue -J chaos-train -D /srv/shared/chaos-train" in command
+    assert (
+        "sbatch --parsable --requeue --nodes=1 --ntasks=1 --gres=gpu:1 -J chaos-train -D /srv/shared/chaos-train"
+        in command
+    )
     assert "CHECKPOINT_INTERVAL_S=20" in command
     assert "rm -f /srv/shared/chaos-train/records.jsonl" in command
     assert stdin == script.read_text()
