@@ -1,5 +1,6 @@
 """The two-host cluster as a user and an operator see it: the GPU node idle with its 8 GPUs, a job with 2 GPUs
-gets CUDA_VISIBLE_DEVICES, drain and resume change the node's state."""
+gets CUDA_VISIBLE_DEVICES, drain and resume change the node's state. The GPUs are STAND-INs: character devices
+195:N made in prepare, as the NVIDIA driver makes them; Slurm, munge and the scheduling are real."""
 
 from __future__ import annotations
 
