@@ -15,7 +15,7 @@ MOLECULE_JOBS ?= 2
 export MOLECULE_JOBS
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup docker image lint unit molecule test build docs gameday clean constraints lab lab-down lab-test rules-test
+.PHONY: help setup docker image lint unit molecule test build docs gameday gameday-run clean constraints lab lab-down lab-test rules-test
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -64,11 +64,6 @@ constraints: setup ## Re-pin every transitive package from the current virtualen
 	@{ echo '# Every package of the development virtualenv, exact versions (regenerate: make constraints).'; \
 	   pip freeze --exclude-editable; } > constraints.txt
 
-gameday: ## Run the chaos game day against the lab and write reports/<run>/ (not built yet)
-	@echo "make gameday: the game day does not exist yet (issue #9: objectives control, experiments, reports)." >&2
-	@echo "Until then, 'make test' provisions and verifies the roles that exist." >&2
-	@exit 2
-
 LAB_INVENTORY ?= inventories/lab
 LAB_LOGS := .cache/lab/logs
 # Extra ansible-playbook arguments for `make lab`, e.g. LAB_ANSIBLE_ARGS="--tags hardening" or "-v".
@@ -82,6 +77,12 @@ lab: setup image ## Bring up the lab fleet (playbooks/lab_up.yml) and converge i
 	@for p in lab_up site; do echo "--- $$p.yml"; sed -n '/^PLAY RECAP/,/^$$/{/^PLAY RECAP/d;/^$$/d;p}' $(LAB_LOGS)/$$p.log; done
 	@docker ps --filter label=gpuops.lab=true --format 'table {{.Names}}\t{{.Status}}\t{{.Ports}}'
 	@echo "Log in: ssh -i .cache/lab/ssh/id_ed25519 -p <port> operator@127.0.0.1   (ports: $(LAB_INVENTORY)/hosts.yml)"
+
+gameday: lab ## The main job: setup, lab image, lab up + site.yml, then the game day (experiments/lab) into reports/<run>/
+	@LAB_INVENTORY=$(LAB_INVENTORY) scripts/gameday.sh
+
+gameday-run: setup ## Only the game day, against the lab as it is (GAMEDAY_ONLY="01,11" for a subset)
+	@LAB_INVENTORY=$(LAB_INVENTORY) scripts/gameday.sh
 
 lab-down: setup ## Remove the lab: its containers, their volumes, the lab network (keeps the image and the lab key)
 	ansible-playbook -i $(LAB_INVENTORY) playbooks/lab_down.yml

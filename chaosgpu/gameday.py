@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import fnmatch
 import json
 import logging
 import os
@@ -67,6 +68,7 @@ __all__ = [
     "load_suite",
     "main",
     "run_gameday",
+    "select_files",
     "suite_files",
 ]
 
@@ -235,6 +237,25 @@ def suite_files(suite: str | os.PathLike[str]) -> list[Path]:
     if not files:
         raise SuiteError(f"suite {suite}: no experiment files (*.yaml, *.yml, *.json)")
     return files
+
+
+def select_files(files: Sequence[Path], only: Sequence[str]) -> list[Path]:
+    """The files of the suite that ``only`` names, in suite order: each entry is a file name prefix (``03``,
+    ``03-xid79``) or a glob on the file name (``*xid*``). An entry that matches no file is an error (a typo would
+    otherwise shrink the game day silently)."""
+    wanted = [entry.strip() for entry in only if entry.strip()]
+    if not wanted:
+        return list(files)
+
+    def matches(entry: str, path: Path) -> bool:
+        return path.name.startswith(entry) or fnmatch.fnmatch(path.name, entry)
+
+    unmatched = [entry for entry in wanted if not any(matches(entry, f) for f in files)]
+    if unmatched:
+        raise SuiteError(
+            f"--only {', '.join(unmatched)}: matches no experiment of the suite ({', '.join(f.name for f in files)})"
+        )
+    return [f for f in files if any(matches(entry, f) for entry in wanted)]
 
 
 def load_suite(files: Sequence[Path], settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -471,7 +492,7 @@ class _Run:
         }
 
 
-def run_gameday(
+def run_gameday(  # noqa: PLR0913 - suite and inventory, then keyword-only options
     suite: str,
     inventory: str,
     *,
@@ -481,13 +502,15 @@ def run_gameday(
     settings_path: str | None = None,
     out: TextIO | None = None,
     handle_sigint: bool = True,
+    only: Sequence[str] = (),
 ) -> int:
     """Run the game day; returns the exit status (module docstring). ``checks`` replaces the ledger checks (tests);
-    ``handle_sigint`` False leaves SIGINT alone (when not called from the main thread)."""
+    ``handle_sigint`` False leaves SIGINT alone (when not called from the main thread); ``only`` keeps the suite's
+    experiments it names (select_files)."""
     out = out or sys.stdout
     settings = _settings(settings_path)
     try:
-        files = suite_files(suite)
+        files = select_files(suite_files(suite), only)
         experiments = load_suite(files, settings)
     except SuiteError as err:
         out.write(f"gameday: {err}\n")
@@ -615,6 +638,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="stop at the first experiment that does not pass (a fault left behind always stops the suite)",
     )
     parser.add_argument("--settings", metavar="PATH", help="Chaos Toolkit settings file (default: chaos's own)")
+    parser.add_argument(
+        "--only",
+        default="",
+        metavar="LIST",
+        help="run only these experiments of the suite, in suite order: comma-separated file name prefixes or globs "
+        "(e.g. 01,11 or '*xid*')",
+    )
 
 
 def main(args: argparse.Namespace, checks_factory: Callable[[str], Checks] | None = None) -> int:
@@ -627,4 +657,5 @@ def main(args: argparse.Namespace, checks_factory: Callable[[str], Checks] | Non
         checks=checks,
         stop_on_failure=args.stop_on_failure,
         settings_path=args.settings,
+        only=args.only.split(","),
     )

@@ -19,7 +19,9 @@ Declared in the experiment as the extension named ``chaosgpu_objectives`` (every
     fault_end_activity    the action (method or rollback) whose end is the fault end (default: the end of the
                         rollbacks, when the experiment has any)
 
-Measuring (``Watcher``): from fault start, every ``poll_interval_s`` the detect probe is polled until it holds
+Measuring (``Watcher``): just before the fault starts, the detect probe is asked once: a signal that already holds
+then does not reset (a sticky gauge, or a leftover of an earlier run) and cannot time this detection, so TTD is not
+measured and is missed. From fault start, every ``poll_interval_s`` the detect probe is polled until it holds
 (``detected``). The recover probes are polled once the recovery gate is open: the fault was detected, or it ended,
 or the experiment ended, or (without a detect probe) a recover probe has been seen failing; ``recovered`` is the
 first poll after that at which all of them hold. A signal's time is the wall-clock time its poll returned, so it is
@@ -249,8 +251,14 @@ def build_report(
     detected: float | None,
     recovered: float | None,
     sli_results: Sequence[RequestResult],
+    *,
+    detected_before_fault: bool = False,
 ) -> dict[str, Any]:
-    """The journal entry: declared, measured, whether every declared objective was met and why not."""
+    """The journal entry: declared, measured, whether every declared objective was met and why not.
+    ``detected_before_fault``: the detect signal already held just before the fault started, so it does not reset
+    and cannot time this detection; TTD is then not measured, and missed when declared."""
+    if detected_before_fault:
+        detected = None
     summary = summarize(sli_results) if objectives.sli is not None else None
     measured: dict[str, Any] = {
         "ttd_s": _round(detected - fault_start) if fault_start is not None and detected is not None else None,
@@ -266,7 +274,12 @@ def build_report(
         objective = getattr(objectives, key)
         if objective is None:
             continue
-        if measured[key] is None:
+        if key == "ttd_s" and detected_before_fault:
+            missed.append(
+                f"ttd_s: the detect signal already held before the fault started (it does not reset), so it cannot "
+                f"time this detection; objective {objective:g}"
+            )
+        elif measured[key] is None:
             missed.append(f"{key}: never {what}, {never}; objective {objective:g}")
         elif measured[key] > objective:
             missed.append(f"{key}: measured {measured[key]:g} > objective {objective:g}")

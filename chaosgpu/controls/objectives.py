@@ -18,8 +18,9 @@ What it does, hook by hook:
 
 - before the experiment: validates the declaration; a malformed one (unknown key, negative number, an objective
   without its signal...) interrupts the run before any activity, naming the key (``chaos run`` exits 1).
-- before the fault-start action (the first method action, or ``fault_start_activity``): fault start; starts the
-  watcher (detect/recover polling every ``poll_interval_s``, SLI load) in the background.
+- before the fault-start action (the first method action, or ``fault_start_activity``): asks the detect probe once
+  (one that already holds cannot time the detection: TTD is then missed, see chaosgpu.objectives); fault start;
+  starts the watcher (detect/recover polling every ``poll_interval_s``, SLI load) in the background.
 - after ``fault_end_activity`` (or after the rollbacks): fault end; recovery may be judged from then on.
 - after the experiment: waits for recovery or the deadline (not when the run was interrupted or aborted), writes
   the report into the journal under ``chaosgpu_objectives``, logs it, and sets the journal's status to
@@ -29,6 +30,7 @@ In a dry run (``chaos run --dry=...``) nothing is measured and no load is sent; 
 One experiment at a time per process, like chaoslib itself.
 """
 
+import copy
 import json
 import logging
 import threading
@@ -79,6 +81,7 @@ class _Run:
         self.phase: str | None = None
         self.fault_start: float | None = None
         self.fault_end: float | None = None
+        self.detected_before_fault = False
         self.watcher: Watcher | None = None
         self.configuration: Configuration | None = None
         self.secrets: Secrets | None = None
@@ -153,9 +156,27 @@ def before_activity_control(context: Activity) -> None:
     with _run.lock:
         if _run.fault_start is not None:
             return
+        run_probe = probe_runner(_run.configuration, _run.secrets)
+        if objectives.detect is not None:
+            _run.detected_before_fault = _baseline_holds(run_probe, objectives.detect)
         _run.fault_start = time.time()
         logger.info(f"objectives: fault start at {_run.fault_start:.3f} ({context.get('name')})")
-        _run.watcher = Watcher(objectives, probe_runner(_run.configuration, _run.secrets), _run.fault_start).start()
+        _run.watcher = Watcher(objectives, run_probe, _run.fault_start).start()
+
+
+def _baseline_holds(run_probe: ProbeRunner, probe: dict[str, Any]) -> bool:
+    """The detect signal, asked once just before the fault: when it already holds it cannot time the detection."""
+    try:
+        holds = bool(run_probe(copy.deepcopy(probe)))
+    except Exception as exc:  # a probe that fails is a signal that does not hold
+        logger.debug(f"objectives: detect probe {probe.get('name')!r} before the fault failed: {exc}")
+        return False
+    if holds:
+        logger.warning(
+            f"objectives: the detect signal {probe.get('name')!r} already holds before the fault: it does not reset, "
+            "so TTD will not be measured"
+        )
+    return holds
 
 
 def _fault_ended() -> None:
@@ -223,6 +244,7 @@ def after_experiment_control(context: Experiment, state: Journal = None) -> None
         watcher.detected if watcher else None,
         watcher.recovered if watcher else None,
         sli_results,
+        detected_before_fault=_run.detected_before_fault,
     )
     state[JOURNAL_KEY] = report
     _log(report)

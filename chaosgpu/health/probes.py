@@ -242,24 +242,30 @@ def gpu_health_saw_xid(
     xid: int,
     gpu: int = -1,
     wait_s: float = 0.0,
+    within_s: float = 0.0,
     configuration: Configuration = None,
     secrets: Secrets = None,  # noqa: ARG001 - Chaos Toolkit passes it to every activity
 ) -> bool:
     """True when the agent on every host matching ``pattern`` shows ``xid`` as the last XID of GPU ``gpu`` (-1: of
-    any GPU) in ``gpu_health_last_xid``, waiting up to ``wait_s``: the agent has read the XID line."""
+    any GPU) in ``gpu_health_last_xid``, waiting up to ``wait_s``: the agent has read the XID line. With
+    ``within_s`` > 0 that XID must also be recent: read at most ``within_s`` seconds ago by the host's clock
+    (``gpu_health_last_xid_timestamp_seconds``). The gauge keeps the last XID forever, so only a recent one makes a
+    signal that resets (a detection signal: an XID injected by an earlier run no longer counts)."""
     if isinstance(xid, bool) or not isinstance(xid, int) or xid <= 0:
         raise ActivityFailed(f"xid must be a positive XID number, got {xid!r}")
     if isinstance(gpu, bool) or not isinstance(gpu, int) or gpu < -1:
         raise ActivityFailed(f"gpu must be a GPU index, or -1 for any, got {gpu!r}")
     seconds = check_wait_s(wait_s)
+    if isinstance(within_s, bool) or not isinstance(within_s, int | float) or not 0 <= within_s <= MAX_WAIT_S:
+        raise ActivityFailed(f"within_s must be a number of seconds between 0 and {MAX_WAIT_S:g}, got {within_s!r}")
 
-    def seen() -> bool:
-        states = _read_states(configuration, pattern)
-        if gpu == -1:
-            return all(xid in s["last_xid"].values() for s in states.values())
-        return all(s["last_xid"].get(str(gpu)) == xid for s in states.values())
+    def seen_on(s: dict[str, Any]) -> bool:
+        gpus = [g for g, x in s["last_xid"].items() if x == xid and (gpu == -1 or g == str(gpu))]
+        if within_s:
+            gpus = [g for g in gpus if s["host_time"] - s["last_xid_time"].get(g, 0.0) <= within_s]
+        return bool(gpus)
 
-    return _until(seen, seconds)
+    return _until(lambda: all(seen_on(s) for s in _read_states(configuration, pattern).values()), seconds)
 
 
 def _controller(configuration: Configuration | None, controller: str) -> Host:

@@ -84,9 +84,9 @@ def parse_slurm_node(text: str) -> dict[str, Any]:
 
 def parse_gpu_health_metrics(text: str) -> dict[str, Any]:
     """gpu_health.prom -> the agent's state: ``{"drained": bool, "rma": bool, "dry_run": bool, "phase": str,
-    "last_xid": {gpu: xid}, "healthy_gpus": int, "gpus": int, "actions": {action: {outcome: count}},
-    "detection_time": epoch|None, "last_poll": epoch|None}``. Raises ValueError when the text is not the agent's
-    (no ``gpu_health_node_drained`` sample), naming what it lacks."""
+    "last_xid": {gpu: xid}, "last_xid_time": {gpu: epoch}, "healthy_gpus": int, "gpus": int,
+    "actions": {action: {outcome: count}}, "detection_time": epoch|None, "last_poll": epoch|None}``. Raises
+    ValueError when the text is not the agent's (no ``gpu_health_node_drained`` sample), naming what it lacks."""
     if text.strip() == MISSING_MARK:
         raise ValueError("no gpu_health.prom: is the gpu_health agent installed and running?")
     samples = parse_exposition(text)
@@ -95,6 +95,9 @@ def parse_gpu_health_metrics(text: str) -> dict[str, Any]:
         raise ValueError("not the gpu_health agent's metrics: no gpu_health_node_drained sample")
     phase = next((labels.get("phase", "") for n, labels, v in samples if n == "gpu_health_phase" and v == 1), "")
     last_xid = {labels["gpu"]: int(v) for n, labels, v in samples if n == "gpu_health_last_xid" and "gpu" in labels}
+    last_xid_time = {
+        labels["gpu"]: v for n, labels, v in samples if n == "gpu_health_last_xid_timestamp_seconds" and "gpu" in labels
+    }
     healthy = [v for n, labels, v in samples if n == "gpu_health_gpu_healthy"]
     actions: dict[str, dict[str, int]] = {}
     for name, labels, value in samples:
@@ -106,6 +109,7 @@ def parse_gpu_health_metrics(text: str) -> dict[str, Any]:
         "dry_run": single.get("gpu_health_dry_run", 0) == 1,
         "phase": phase,
         "last_xid": last_xid,
+        "last_xid_time": last_xid_time,
         "healthy_gpus": sum(1 for v in healthy if v == 1),
         "gpus": len(healthy),
         "actions": actions,

@@ -42,7 +42,42 @@ def test_ensure_docker_tells_a_non_root_user_what_to_do(repo_root, tmp_path):
     assert "fix:" in result.stderr
 
 
-def test_gameday_says_it_is_not_built_yet(repo_root):
-    result = subprocess.run(["make", "-s", "gameday"], cwd=repo_root, capture_output=True, text=True, check=False)
-    assert result.returncode != 0
-    assert "does not exist yet" in result.stderr
+def _gameday(repo_root: Path, tmp_path: Path, rc: int, **env: str) -> subprocess.CompletedProcess[str]:
+    """scripts/gameday.sh with a stand-in `chaosgpu` that records its arguments, writes a summary and exits rc."""
+    reports = tmp_path / "reports"
+    _stub(
+        tmp_path,
+        "chaosgpu",
+        f'echo "$@" > {tmp_path}/args; mkdir -p {reports}/run; ln -sfn run {reports}/latest; '
+        f"printf '# Game day\\n\\n| # | Experiment | Result |\\n|---|---|---|\\n| 1 | xid | FAIL |\\n\\n' "
+        f"> {reports}/run/summary.md; exit {rc}",
+    )
+    return subprocess.run(
+        ["bash", repo_root / "scripts" / "gameday.sh"],
+        env={
+            **os.environ,
+            "PATH": f"{tmp_path}:{os.environ['PATH']}",
+            "GAMEDAY_REPORTS": str(reports),
+            "GPUOPS_LAB_LOCK": str(tmp_path / "lock"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_gameday_passes_the_suite_and_subset_and_prints_the_summary_table(repo_root, tmp_path):
+    result = _gameday(repo_root, tmp_path, 1, GAMEDAY_ONLY="01,11", GAMEDAY_ARGS="--stop-on-failure")
+    assert result.returncode == 1
+    args = (tmp_path / "args").read_text().split()
+    assert args[:5] == ["gameday", "--inventory", "inventories/lab", "--suite", "experiments/lab"]
+    assert args[-3:] == ["--only", "01,11", "--stop-on-failure"]
+    assert "| 1 | xid | FAIL |" in result.stdout
+    assert "report.html" in result.stdout
+
+
+def test_gameday_refused_input_prints_no_stale_summary(repo_root, tmp_path):
+    result = _gameday(repo_root, tmp_path, 2)
+    assert result.returncode == 2
+    assert "| 1 | xid" not in result.stdout

@@ -11,7 +11,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-__all__ = ["SliServer", "healthy", "mark_fault", "since_mark_at_least"]
+__all__ = ["SliServer", "exists", "healthy", "mark_fault", "since_mark_at_least"]
 
 
 def _mark(path: str) -> float | None:
@@ -32,6 +32,11 @@ def since_mark_at_least(path: str, seconds: float) -> bool:
     """A signal that turns on ``seconds`` after the mark (off before it, and with no mark)."""
     marked = _mark(path)
     return marked is not None and time.time() - marked >= float(seconds)
+
+
+def exists(path: str) -> bool:
+    """A sticky signal: true once ``path`` exists, whatever happened since (like a gauge that keeps its last value)."""
+    return Path(path).exists()
 
 
 def healthy(path: str, broken_for_s: float) -> bool:

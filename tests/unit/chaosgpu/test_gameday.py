@@ -310,6 +310,24 @@ def test_suite_txt_sets_the_order(tmp_path: Path) -> None:
         gameday.suite_files(suite)
 
 
+def test_only_keeps_the_named_experiments_in_suite_order(tmp_path: Path) -> None:
+    files = [tmp_path / n for n in ("01-xid94.yaml", "02-xid48.yaml", "11-containerd.yaml", "13-partition.yaml")]
+    assert [p.name for p in gameday.select_files(files, ["11", "01"])] == ["01-xid94.yaml", "11-containerd.yaml"]
+    assert [p.name for p in gameday.select_files(files, ["*xid*"])] == ["01-xid94.yaml", "02-xid48.yaml"]
+    assert gameday.select_files(files, [""]) == files
+    with pytest.raises(gameday.SuiteError, match=r"--only 99, nope: matches no experiment"):
+        gameday.select_files(files, ["01", "99", "nope"])
+
+
+def test_only_with_a_typo_runs_nothing(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "suite", {"01-a": experiment(tmp_path, "a")})
+    rc, out = run(tmp_path, suite, FakeChecks(), only=["02"])
+    assert rc == gameday.EXIT_INVALID
+    assert "--only 02: matches no experiment" in out
+    assert not (tmp_path / "a.rollback").exists()
+    assert not (tmp_path / "reports").exists()
+
+
 def test_empty_suite_is_refused(tmp_path: Path) -> None:
     (tmp_path / "suite").mkdir()
     rc, out = run(tmp_path, tmp_path / "suite", FakeChecks())

@@ -32,7 +32,13 @@ OPS = Host("ops-1", "127.0.0.1", 2220, "operator", groups=("ops", "slurm_control
 
 
 def prom(
-    drained: int = 0, rma: int = 0, dry_run: int = 0, phase: str = "healthy", xid: int = 0, poll: float = 1000
+    drained: int = 0,
+    rma: int = 0,
+    dry_run: int = 0,
+    phase: str = "healthy",
+    xid: int = 0,
+    poll: float = 1000,
+    xid_at: float = 990,
 ) -> str:
     phases = "\n".join(
         f'gpu_health_phase{{phase="{p}"}} {int(p == phase)}'
@@ -48,6 +54,7 @@ gpu_health_gpu_healthy{{gpu="0",uuid="GPU-a"}} 1
 gpu_health_gpu_healthy{{gpu="1",uuid="GPU-b"}} {0 if drained else 1}
 gpu_health_last_xid{{gpu="0"}} {xid}
 gpu_health_last_xid{{gpu="1"}} 0
+gpu_health_last_xid_timestamp_seconds{{gpu="0"}} {xid_at}
 gpu_health_action_total{{action="drain",outcome="ok"}} {drained}
 gpu_health_last_poll_timestamp_seconds {poll}
 """
@@ -255,6 +262,16 @@ def test_saw_xid_on_one_gpu_or_any(fake: FakeTransport) -> None:
     assert health.gpu_health_saw_xid("gpu-node-3", 79, configuration=CONFIG) is False
 
 
+def test_saw_xid_within_counts_only_a_recent_xid(fake: FakeTransport) -> None:
+    # The host's clock says 1010; the agent read XID 94 at 990 (20 s ago), then at 900 (110 s ago, an earlier run).
+    serve_prom(fake, {"gpu-node-3": prom(xid=94, xid_at=990)}, clock=1010)
+    assert health.gpu_health_saw_xid("gpu-node-3", 94, within_s=30, configuration=CONFIG) is True
+    assert health.gpu_health_saw_xid("gpu-node-3", 94, gpu=0, within_s=10, configuration=CONFIG) is False
+    serve_prom(fake, {"gpu-node-3": prom(xid=94, xid_at=900)}, clock=1010)
+    assert health.gpu_health_saw_xid("gpu-node-3", 94, configuration=CONFIG) is True  # the gauge alone is sticky
+    assert health.gpu_health_saw_xid("gpu-node-3", 94, within_s=60, configuration=CONFIG) is False
+
+
 @pytest.mark.parametrize(
     ("call", "parameter"),
     [
@@ -262,6 +279,7 @@ def test_saw_xid_on_one_gpu_or_any(fake: FakeTransport) -> None:
         (lambda: health.node_undrained("gpu-node-3", wait_s=4000, configuration=CONFIG), "wait_s"),
         (lambda: health.gpu_health_saw_xid("gpu-node-3", 0, configuration=CONFIG), "xid"),
         (lambda: health.gpu_health_saw_xid("gpu-node-3", 79, gpu=-2, configuration=CONFIG), "gpu"),
+        (lambda: health.gpu_health_saw_xid("gpu-node-3", 79, within_s=-1, configuration=CONFIG), "within_s"),
         (lambda: health.gpu_health_ready("gpu-node-3", max_poll_age_s=0, configuration=CONFIG), "max_poll_age_s"),
         (lambda: health.slurm_node_state("gpu-node-3; reboot", configuration=CONFIG), "node"),
         (lambda: training.training_job("a job", configuration=CONFIG), "job_name"),

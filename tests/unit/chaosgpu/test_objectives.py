@@ -262,6 +262,45 @@ def test_a_signal_that_never_comes_is_missed_at_the_deadline(mark: Path) -> None
     assert report["missed"] == ["ttd_s: never detected, not within the deadline (1.5 s); objective 5"]
 
 
+def test_a_detect_signal_that_held_before_the_fault_cannot_time_detection(mark: Path, tmp_path: Path) -> None:
+    sticky = tmp_path / "left-by-an-earlier-run"
+    sticky.write_text("")
+    journal = run_experiment(
+        experiment(
+            mark,
+            {
+                "ttd_s": 5,
+                "detect": probe("exists", path=str(sticky)),
+                "recover": probe("healthy", path=str(mark), broken_for_s=0),
+                "poll_interval_s": 0.5,
+                "deadline_s": 10,
+            },
+        )
+    )
+    report = report_of(journal)
+    assert journal["status"] == "failed"
+    assert report["measured"]["ttd_s"] is None
+    assert report["timeline"]["detected"] is None
+    assert report["missed"] == [
+        "ttd_s: the detect signal already held before the fault started (it does not reset), so it cannot time this "
+        "detection; objective 5"
+    ]
+    mark.unlink()  # the same experiment on a signal that is off before the fault (the mark) measures TTD
+    journal = run_experiment(
+        experiment(
+            mark,
+            {
+                "ttd_s": 5,
+                "detect": probe("exists", path=str(mark)),
+                "recover": probe("healthy", path=str(mark), broken_for_s=0),
+                "poll_interval_s": 0.5,
+                "deadline_s": 10,
+            },
+        )
+    )
+    assert report_of(journal)["met"] is True
+
+
 def test_a_malformed_declaration_refuses_the_run_before_the_fault(mark: Path) -> None:
     journal = run_experiment(experiment(mark, {"ttd_s": -1}))
     assert journal["status"] == "interrupted"
