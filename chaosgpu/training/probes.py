@@ -17,7 +17,7 @@ from chaosgpu.activity import run_on, targets
 from chaosgpu.training.records import RecordsError, summarize
 from chaosgpu.types import Host
 
-__all__ = ["training_job", "training_progress", "training_resumed"]
+__all__ = ["training_checkpointed", "training_job", "training_progress", "training_resumed"]
 
 RECORDS_FILE = "records.jsonl"
 _TIMEOUT_S = 30
@@ -121,6 +121,30 @@ def training_progress(
     ``pattern``, plus ``host_time`` (that host's clock). Fails when the records cannot be read or are not a
     training job's, naming the line."""
     return _records(configuration, pattern, directory)
+
+
+def training_checkpointed(
+    directory: str,
+    past_checkpoint_s: float = 0.0,
+    pattern: str = "slurm_controllers",
+    wait_s: float = 0.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,  # noqa: ARG001 - Chaos Toolkit passes it to every activity
+) -> bool:
+    """True once the job's current run has written a checkpoint and made at least ``past_checkpoint_s`` of
+    progress after it (its last record that much later), waiting up to ``wait_s``: the moment to interrupt it so
+    that some work is lost. Polls the records (one read a second) instead of sleeping a fixed time."""
+    past = _bound("past_checkpoint_s", past_checkpoint_s)
+    seconds = _bound("wait_s", wait_s)
+    deadline = time.monotonic() + seconds
+    while True:
+        runs = _records(configuration, pattern, directory)["runs"]
+        checkpoint = runs[-1]["last_checkpoint_time"] if runs else None
+        if checkpoint is not None and runs[-1]["last_time"] - checkpoint >= past:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def _bound(name: str, value: float) -> float:

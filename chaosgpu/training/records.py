@@ -6,7 +6,7 @@ writes (one object a line, ``event`` start | step | checkpoint | done, ``time`` 
 ``summarize(text)``::
 
     {"runs": [{"host", "job_id", "restart", "started", "resumed_from", "first_step_time", "last_time",
-               "last_step", "checkpoints": int}],
+               "last_step", "checkpoints": int, "last_checkpoint_time": epoch|null}],
      "interruptions": [{"from_host", "to_host", "moved": bool, "stopped": epoch (the last record before it),
                         "resumed": epoch|null (the first step after the restart), "resume_s": num|null,
                         "resumed_from": int, "lost_steps": int, "work_lost_s": num}],
@@ -124,7 +124,11 @@ def summarize(text: str) -> dict[str, Any]:
     interruptions = [_interruption(runs, i) for i in range(len(runs) - 1)]
     return {
         "runs": [
-            {k: v for k, v in run.items() if not k.startswith("_")} | {"checkpoints": len(run["_checkpoints"])}
+            {k: v for k, v in run.items() if not k.startswith("_")}
+            | {
+                "checkpoints": len(run["_checkpoints"]),
+                "last_checkpoint_time": max(run["_checkpoints"].values()) if run["_checkpoints"] else None,
+            }
             for run in runs
         ],
         "interruptions": interruptions,

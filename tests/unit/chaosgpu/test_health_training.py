@@ -400,6 +400,8 @@ def test_resume_time_and_work_lost_come_from_the_records() -> None:
     summary = summarize(interrupted_run())
     assert [run["host"] for run in summary["runs"]] == ["gpu-node-1", "gpu-node-2"]
     assert summary["runs"][0]["checkpoints"] == 2
+    assert summary["runs"][0]["last_checkpoint_time"] == pytest.approx(160.2)
+    assert summary["runs"][1]["last_checkpoint_time"] is None
     (gap,) = summary["interruptions"]
     assert gap["moved"] is True
     assert gap["resumed_from"] == 60
@@ -455,6 +457,23 @@ def test_training_resumed_wants_another_host_unless_told(served_records: Callabl
     served_records(interrupted_run().replace('"host": "gpu-node-2"', '"host": "gpu-node-1"'))
     assert training.training_resumed("/srv/shared/t", configuration=CONFIG) is False
     assert training.training_resumed("/srv/shared/t", other_host=False, configuration=CONFIG) is True
+
+
+def test_training_checkpointed_waits_for_progress_past_a_checkpoint(served_records: Callable[[str], None]) -> None:
+    # The current run: started at 100, checkpoint at 130.2, last step at 140: 9.8 s past its checkpoint.
+    lines: list[dict[str, Any]] = [{"event": "start", "time": 100.0, "host": "gpu-node-1", "restart": 0}]
+    lines += [{"event": "step", "time": 100.0 + n, "host": "gpu-node-1", "step": n} for n in range(1, 41)]
+    lines.insert(31, {"event": "checkpoint", "time": 130.2, "host": "gpu-node-1", "step": 30})
+    served_records(records(*lines))
+    assert training.training_checkpointed("/srv/shared/t", past_checkpoint_s=9, configuration=CONFIG) is True
+    assert training.training_checkpointed("/srv/shared/t", past_checkpoint_s=10, configuration=CONFIG) is False
+    served_records(records(*[line for line in lines if line["event"] != "checkpoint"]))  # no checkpoint yet
+    assert training.training_checkpointed("/srv/shared/t", configuration=CONFIG) is False
+    # After a restart only the new run counts: it has not checkpointed yet.
+    served_records(interrupted_run())
+    assert training.training_checkpointed("/srv/shared/t", configuration=CONFIG) is False
+    with pytest.raises(ActivityFailed, match="past_checkpoint_s"):
+        training.training_checkpointed("/srv/shared/t", past_checkpoint_s=-1, configuration=CONFIG)
 
 
 # --- Slurm jobs ------------------------------------------------------------------------------------------------------
