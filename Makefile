@@ -15,7 +15,7 @@ MOLECULE_JOBS ?= 2
 export MOLECULE_JOBS
 SCENARIOS ?= $(sort $(notdir $(patsubst %/molecule.yml,%,$(wildcard molecule/*/molecule.yml))))
 
-.PHONY: help setup docker image lint unit molecule test build docs gameday gameday-run clean constraints lab lab-down lab-test rules-test
+.PHONY: help setup docker image lint unit molecule test build bench ee docs gameday gameday-run clean constraints lab lab-down lab-test rules-test
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -56,6 +56,12 @@ test: lint unit rules-test molecule ## Everything CI runs: lint, unit tests, eve
 
 build: setup ## Build the collection tarball into build/
 	ansible-galaxy collection build --force --output-path build .
+
+bench: setup ## Benchmarks (bench/, issue #10) into reports/bench/<name>.json, then one table (BENCH="injection" for some)
+	@python bench/run.py $(BENCH)
+
+ee: setup ## Execution environment build context for AWX / AAP in build/ee (execution-environment.yml, docs/awx.md)
+	@scripts/build-ee.sh
 
 docs: setup ## Regenerate the variables section of every role README from meta/argument_specs.yml
 	python scripts/role_docs.py

@@ -4,7 +4,8 @@
 # meet (most of their time is spent waiting on the lab's intervals, not on this machine's CPU).
 #
 #   phase 1  alerts (gpu-node-1, gpu-node-2, ops-1's Prometheus)  |  node faults (gpu-node-3)
-#   phase 2  GPUs, ledger, GPU faults (gpu-node-1)  |  network faults (gpu-node-2)  |  gpu_health reactions (gpu-node-3)
+#   phase 2  GPUs, ledger, GPU faults (gpu-node-1)  |  network faults, game day interrupt (gpu-node-2)  |  gpu_health
+#            reactions (gpu-node-3)
 #   phase 3  dry run, firewall, Slurm (drains gpu-node-3), the rolling driver upgrade (every node, nothing else may
 #            run), then reboot
 #
@@ -15,7 +16,7 @@ cd "$(dirname "$0")/.."
 
 phases=(
   "tests/integration/test_alerts.py | tests/integration/test_faults_node.py"
-  "tests/integration/test_gpus.py tests/integration/test_ledger_smoke.py tests/integration/test_faults_gpu.py | tests/integration/test_faults_network.py | tests/integration/test_gpu_health.py"
+  "tests/integration/test_gpus.py tests/integration/test_ledger_smoke.py tests/integration/test_faults_gpu.py | tests/integration/test_faults_network.py tests/integration/test_gameday.py | tests/integration/test_gpu_health.py"
   "tests/integration/test_dry_run.py tests/integration/test_firewall.py tests/integration/test_slurm.py tests/integration/test_rolling_upgrade.py tests/integration/test_reboot.py"
 )
 logdir=${LAB_TEST_LOG_DIR:-.cache/lab-test-logs}

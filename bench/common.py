@@ -1,0 +1,129 @@
+"""What every benchmark shares: side-by-side timing, the report file, the table.
+
+A benchmark measures figures that hold on a noisy machine: ratios and counts of things measured side by side in
+one run (alternating, after a warm-up), never an absolute time against a fixed threshold. Each writes
+``reports/bench/<name>.json``::
+
+    {"name": str, "started": iso8601, "ended": iso8601, "machine": {"cpus": int, "load1": float},
+     "figures": [{"figure": str, "value": num|null, "unit": str, "goal": str|null, "met": bool|null,
+                  "detail": str}],
+     "samples": {label: [seconds, ...]}}
+
+``bench/run.py`` prints the figures of every report as one table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORTS = ROOT / "reports" / "bench"
+
+
+@dataclass
+class Figure:
+    """One line of the table: a value, its unit, the goal it is held to (``<= 3``, ``>= 10``) and whether met."""
+
+    figure: str
+    value: float | None
+    unit: str = ""
+    goal: str | None = None
+    detail: str = ""
+
+    @property
+    def met(self) -> bool | None:
+        if self.goal is None or self.value is None:
+            return None if self.goal is None else False
+        op, _, bound = self.goal.partition(" ")
+        limit = float(bound)
+        return {"<=": self.value <= limit, ">=": self.value >= limit, "<": self.value < limit, ">": self.value > limit}[
+            op
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "figure": self.figure,
+            "value": None if self.value is None else round(self.value, 3),
+            "unit": self.unit,
+            "goal": self.goal,
+            "met": self.met,
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Bench:
+    """A benchmark run: its figures and raw samples, written by ``save``."""
+
+    name: str
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    figures: list[Figure] = field(default_factory=list)
+    samples: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, figure: Figure) -> Figure:
+        self.figures.append(figure)
+        print(f"bench {self.name}: {format_row(figure.as_dict())}", flush=True)
+        return figure
+
+    def save(self, directory: Path = REPORTS) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{self.name}.json"
+        load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        report = {
+            "name": self.name,
+            "started": self.started.isoformat(),
+            "ended": datetime.now(UTC).isoformat(),
+            "machine": {"cpus": os.cpu_count(), "load1": load1},
+            "figures": [f.as_dict() for f in self.figures],
+            "samples": {k: [round(v, 4) for v in vs] for k, vs in self.samples.items()},
+        }
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def timed(action: Callable[[], Any]) -> float:
+    """Seconds one call of ``action`` took (monotonic clock)."""
+    began = time.monotonic()
+    action()
+    return time.monotonic() - began
+
+
+def side_by_side(
+    contenders: dict[str, Callable[[], Any]], rounds: int, warmup: int = 1, log: Callable[[str], None] = print
+) -> dict[str, list[float]]:
+    """Run each contender ``warmup`` times (not counted), then ``rounds`` rounds in which every contender runs once,
+    the order rotating each round, so that load on the machine falls on all of them alike. Seconds per run."""
+    if rounds < 1:
+        raise ValueError(f"rounds must be >= 1, got {rounds}")
+    names = list(contenders)
+    for _ in range(warmup):
+        for name in names:
+            contenders[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for index in range(rounds):
+        order = names[index % len(names) :] + names[: index % len(names)]
+        for name in order:
+            samples[name].append(timed(contenders[name]))
+        log(f"  round {index + 1}/{rounds}: " + ", ".join(f"{n} {samples[n][-1]:.2f} s" for n in names))
+    return samples
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def format_row(row: dict[str, Any]) -> str:
+    value = "-" if row["value"] is None else f"{row['value']:g}"
+    goal = f" (goal {row['goal']})" if row.get("goal") else ""
+    verdict = {True: " met", False: " MISSED", None: ""}[row.get("met")]
+    return f"{row['figure']}: {value} {row.get('unit', '')}".rstrip() + goal + verdict

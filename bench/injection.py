@@ -1,0 +1,95 @@
+"""Bench 3 (issue #10): fault injection latency, chaosgpu against an ad-hoc Ansible command, side by side.
+
+One cycle = the fault injected and reverted on one GPU node:
+
+- chaosgpu: ``stop_service`` of nvidia-persistenced (the fault written to the host's ledger with its deadline,
+  the service stopped) then ``revert_faults`` (started again, the ledger entry removed), in this process, over
+  chaosgpu's OpenSSH transport;
+- Ansible: the same two commands as ``ansible <host> -b -m ansible.builtin.command -a 'systemctl stop ...'`` and
+  ``... start``, the way an operator runs them by hand (no ledger, no deadline).
+
+Figures: the ratio of the Ansible cycle's median to chaosgpu's (goal >= 10), and the fan-out: one chaosgpu cycle
+on every GPU node of the inventory against the same cycle on one (goal <= 2). Run: ``python bench/injection.py
+[--inventory inventories/lab] [--rounds 5]`` against a running lab.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import ROOT, Bench, Figure, median, side_by_side
+
+SERVICE = "nvidia-persistenced"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--inventory", default=str(ROOT / "inventories" / "lab"))
+    parser.add_argument("--rounds", type=int, default=5)
+    args = parser.parse_args(argv)
+
+    os.environ.setdefault("ANSIBLE_CONFIG", str(ROOT / "ansible.cfg"))
+    os.environ["CHAOSGPU_RUN_ID"] = "bench-injection"
+    from chaosgpu.activity import get_inventory  # noqa: PLC0415 - after the environment is set
+    from chaosgpu.fleet.actions import revert_faults  # noqa: PLC0415
+    from chaosgpu.node.actions import stop_service  # noqa: PLC0415
+
+    configuration = {"chaosgpu_inventory": args.inventory, "chaosgpu_max_share": 1.0}
+    inventory = get_inventory(configuration)
+    nodes = sorted(inventory.groups.get("gpu_nodes", []))
+    if not nodes:
+        print(f"bench injection: no host in group gpu_nodes of {args.inventory}", file=sys.stderr)
+        return 2
+    one, every = nodes[0], ":".join(nodes)
+
+    def chaosgpu_cycle(pattern: str) -> None:
+        stop_service(pattern, SERVICE, duration_s=300, configuration=configuration)
+        revert_faults(pattern, configuration=configuration)
+
+    def ansible_cycle() -> None:
+        for verb in ("stop", "start"):
+            subprocess.run(
+                [
+                    str(Path(sys.executable).parent / "ansible"),
+                    one,
+                    "-i",
+                    args.inventory,
+                    "-b",
+                    "-m",
+                    "ansible.builtin.command",
+                    "-a",
+                    f"systemctl {verb} {SERVICE}",
+                ],
+                check=True,
+                capture_output=True,
+                cwd=ROOT,
+            )
+
+    bench = Bench("injection")
+    print(f"bench injection: {SERVICE} stopped and started on {one}, {args.rounds} rounds side by side", flush=True)
+    samples = side_by_side(
+        {"chaosgpu": lambda: chaosgpu_cycle(one), "ansible-adhoc": ansible_cycle}, rounds=args.rounds
+    )
+    bench.samples.update({f"{k} 1 host": v for k, v in samples.items()})
+    chaos, adhoc = median(samples["chaosgpu"]), median(samples["ansible-adhoc"])
+    bench.add(Figure("injection: chaosgpu cycle, 1 host (median)", chaos, "s"))
+    bench.add(Figure("injection: ansible ad-hoc cycle, 1 host (median)", adhoc, "s"))
+    bench.add(Figure("injection: ansible ad-hoc / chaosgpu", adhoc / chaos, "x", ">= 10"))
+
+    print(f"bench injection: fan-out, {len(nodes)} hosts against 1, {args.rounds} rounds side by side", flush=True)
+    fan = side_by_side({"1 host": lambda: chaosgpu_cycle(one), "all": lambda: chaosgpu_cycle(every)}, args.rounds)
+    bench.samples.update({f"chaosgpu {k}": v for k, v in fan.items()})
+    ratio = median(fan["all"]) / median(fan["1 host"])
+    bench.add(Figure(f"injection: fan-out T({len(nodes)} hosts) / T(1)", ratio, "x", "<= 2"))
+    print(f"bench injection: wrote {bench.save()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
