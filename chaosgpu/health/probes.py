@@ -191,14 +191,18 @@ def node_stays_drained(
 def prometheus_holds(
     query: str,
     url: str = "",
+    wait_s: float = 0.0,
     configuration: Configuration = None,
     secrets: Secrets = None,
 ) -> bool:
     """True when the PromQL instant query ``query`` returns at least one series (a filter such as
-    ``DCGM_FI_DEV_GPU_TEMP{Hostname="gpu-node-3",gpu="2"} >= 75`` holds); Prometheus is found as
-    ``chaosgpu.gpu.probes.prometheus_query`` finds it (``url``, configuration ``chaosgpu_prometheus_url``,
-    $CHAOSGPU_PROMETHEUS_URL). Fails when Prometheus does not answer or rejects the query."""
-    return bool(prometheus_query(query, url=url, configuration=configuration, secrets=secrets))
+    ``DCGM_FI_DEV_GPU_TEMP{Hostname="gpu-node-3",gpu="2"} >= 75`` holds), asking every second for up to ``wait_s``
+    until it does (a method step that waits for the monitoring to see the fault, instead of a fixed pause).
+    Prometheus is found as ``chaosgpu.gpu.probes.prometheus_query`` finds it (``url``, configuration
+    ``chaosgpu_prometheus_url``, $CHAOSGPU_PROMETHEUS_URL). Fails when Prometheus does not answer or rejects the
+    query (while waiting, a failed query counts as not holding; the last failure is raised when the wait ends)."""
+    seconds = check_wait_s(wait_s)
+    return _until(lambda: bool(prometheus_query(query, url=url, configuration=configuration, secrets=secrets)), seconds)
 
 
 def gpu_health_live(

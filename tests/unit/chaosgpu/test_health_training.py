@@ -239,6 +239,26 @@ def test_prometheus_holds_when_the_filter_returns_a_series(monkeypatch: pytest.M
     assert asked == ["DCGM_FI_DEV_GPU_TEMP >= 75"] * 2
 
 
+def test_prometheus_holds_waits_by_polling(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[Any] = [[], ActivityFailed("Prometheus restarting"), [{"metric": {}, "value": [0, "0"]}]]
+    monkeypatch.setattr(health, "prometheus_query", lambda _q, **_kwargs: _next(answers))
+    monkeypatch.setattr(health.time, "sleep", lambda _s: None)
+    assert health.prometheus_holds("up == 0", wait_s=30, configuration=CONFIG) is True
+    assert answers == []
+    answers += [[], [], []]  # never holds: three polls at 0, 10 and 40 s of a 30 s wait
+    clock = iter([0.0, 0.0, 10.0, 40.0])
+    monkeypatch.setattr(health.time, "monotonic", lambda: next(clock))
+    assert health.prometheus_holds("up == 0", wait_s=30, configuration=CONFIG) is False
+    assert answers == []
+
+
+def _next(answers: list[Any]) -> Any:
+    answer = answers.pop(0)
+    if isinstance(answer, Exception):
+        raise answer
+    return answer
+
+
 @pytest.mark.parametrize(
     ("text", "clock", "ready"),
     [
