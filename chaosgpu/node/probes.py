@@ -31,21 +31,34 @@ _MARK = "@chaosgpu-http"
 def service_active(
     service: str,
     pattern: str = "all",
+    until: str = "",
+    wait_s: float = 0.0,
     configuration: Configuration = None,
     secrets: Secrets = None,  # noqa: ARG001 - Chaos Toolkit passes it to every activity
 ) -> dict[str, str]:
     """The state of systemd unit ``service`` (``.service`` when no unit type is given) on each host matching
     ``pattern``, as ``systemctl is-active`` says it (active, inactive, failed, activating, ...), or
-    ``unreachable`` for a host that did not answer. Host name -> state."""
+    ``unreachable`` for a host that did not answer. Host name -> state. With ``until`` (a state, e.g. ``active``),
+    asks every second for up to ``wait_s`` until every host is in it, and returns the states of the last asking
+    (a method step that waits for systemd to restart a unit, instead of a fixed pause)."""
     unit = check_service(service, protected_ok=True)
+    seconds = _seconds("wait_s", wait_s) if wait_s else 0.0
+    if until and not re.fullmatch(r"[a-z-]+", until):
+        raise ActivityFailed(f"until must be a systemctl is-active state such as 'active', got {until!r}")
     plan = targets(configuration, pattern, guard=False)
-    results = run_on(plan.hosts, f"systemctl is-active -- {shlex.quote(unit)}", timeout=30, transport=get_transport())
-    states = {}
-    for host in plan.hosts:
-        result = results[host.name]
-        said = result.stdout.strip().splitlines()
-        states[host.name] = "unreachable" if result.rc in _UNREACHABLE_RC else (said[-1] if said else "unknown")
-    return states
+    deadline = time.monotonic() + seconds
+    while True:
+        results = run_on(
+            plan.hosts, f"systemctl is-active -- {shlex.quote(unit)}", timeout=30, transport=get_transport()
+        )
+        states = {}
+        for host in plan.hosts:
+            result = results[host.name]
+            said = result.stdout.strip().splitlines()
+            states[host.name] = "unreachable" if result.rc in _UNREACHABLE_RC else (said[-1] if said else "unknown")
+        if not until or all(state == until for state in states.values()) or time.monotonic() >= deadline:
+            return states
+        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
 
 
 def host_reachable(

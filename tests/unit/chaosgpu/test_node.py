@@ -897,6 +897,27 @@ def test_service_active_reports_each_hosts_state(probe_hosts: RecordingTransport
     assert probe_hosts.calls[0][1] == "systemctl is-active -- node_exporter.service"
 
 
+def test_service_active_until_polls_until_every_host_is_in_the_state(
+    probe_hosts: RecordingTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    states = iter(["activating", "activating", "active"])  # systemd's RestartSec, then the restart
+    probe_hosts.answer = lambda host, _command: (0, next(states) + "\n", "") if host.name == LAB_NODE.name else None
+    monkeypatch.setattr(probes, "targets", lambda *_, **__: plan_of(LAB_NODE))
+    monkeypatch.setattr(probes.time, "sleep", lambda _s: None)
+    assert probes.service_active("containerd", until="active", wait_s=30, configuration={}) == {"gpu-node-1": "active"}
+    assert len(probe_hosts.calls) == 3
+    probe_hosts.calls.clear()
+    probe_hosts.answer = lambda *_: (3, "failed\n", "")
+    clock = iter([0.0, 0.0, 0.0, 31.0])  # the deadline, the first asking and its sleep, the second: past it
+    monkeypatch.setattr(probes.time, "monotonic", lambda: next(clock))
+    assert probes.service_active("containerd", until="active", wait_s=30, configuration={}) == {"gpu-node-1": "failed"}
+    assert len(probe_hosts.calls) == 2
+    with pytest.raises(ActivityFailed, match="until must be a systemctl is-active state"):
+        probes.service_active("containerd", until="active; reboot", wait_s=30, configuration={})
+    with pytest.raises(ActivityFailed, match="wait_s must be a positive number"):
+        probes.service_active("containerd", until="active", wait_s=-1, configuration={})
+
+
 def test_host_reachable_tries_a_fresh_connection_before_saying_no(probe_hosts: RecordingTransport) -> None:
     def answer(host: Host, _command: str) -> tuple[int, str, str]:
         if host.name == LAB_NODE.name:
