@@ -8,7 +8,14 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$here/.venv}
-python=${PYTHON:-python3}
+# The interpreter to build the virtualenv from: never the virtualenv's own (make puts $venv/bin first on PATH, and a
+# rebuild removes it), so python3 is looked up on PATH without $venv/bin.
+if [ -n "${PYTHON:-}" ]; then
+  python=$PYTHON
+else
+  python=$(PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -vxF "$venv/bin" | paste -sd: -) command -v python3 || true)
+  [ -n "$python" ] || { printf 'setup: error: no python3 on PATH\n' >&2; exit 1; }
+fi
 log() { printf 'setup: %s\n' "$*" >&2; }
 
 "$python" -c 'import sys; sys.exit(0 if sys.version_info[:2] >= (3, 11) else 1)' ||

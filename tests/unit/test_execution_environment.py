@@ -40,17 +40,15 @@ def collection_tarball(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tarball
 
 
-def _project(tmp_path: Path, tarball: Path | None, wheel: bool = True) -> Path:
+def _project(tmp_path: Path, tarball: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(ROOT / "execution-environment.yml", project)
     shutil.copytree(ROOT / "ee", project / "ee")
     dist = project / "build" / "ee-dist"
     dist.mkdir(parents=True)
-    if tarball is not None:
-        shutil.copy(tarball, dist)
-    if wheel:
-        (dist / "chaosgpu-0.1.0-py3-none-any.whl").write_bytes(b"placeholder: copied by create, never installed")
+    shutil.copy(tarball, dist)
+    (dist / "chaosgpu-0.1.0-py3-none-any.whl").write_bytes(b"placeholder: copied by create, never installed")
     return project
 
 
@@ -108,10 +106,3 @@ def test_the_collection_dependencies_agree_everywhere() -> None:
     for path in (ROOT / "requirements.yml", ROOT / "ee" / "requirements.yml"):
         listed = {c["name"]: c["version"] for c in yaml.safe_load(path.read_text())["collections"]}
         assert listed == galaxy, path
-
-
-def test_create_without_the_collection_tarball_fails(tmp_path: Path) -> None:
-    project = _project(tmp_path, None)
-    result = _create(project)
-    assert result.returncode != 0
-    assert "gpuops-fleet-*.tar.gz" in result.stdout + result.stderr
