@@ -136,6 +136,16 @@ def test_recovery_is_never_judged_on_the_sticky_xid_gauge(experiment: Path) -> N
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.name)
+def test_an_experiment_that_asks_prometheus_says_where_it_is(experiment: Path) -> None:
+    exp = _load(experiment)
+    asks = "prometheus_holds" in json.dumps(exp) or "prometheus_query" in json.dumps(exp)
+    if asks:
+        assert "chaosgpu_prometheus_url" in (exp.get("configuration") or {}), (
+            f"{experiment.name}: queries Prometheus without configuration chaosgpu_prometheus_url"
+        )
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS, ids=lambda p: p.name)
 def test_gpu_health_reactions_are_expected_only_from_a_live_agent(experiment: Path) -> None:
     dry = _dry_run_hosts()
     assert dry, "the lab inventory names no dry-run agent: this check would prove nothing"
