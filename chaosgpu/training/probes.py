@@ -133,12 +133,18 @@ def training_checkpointed(
 ) -> bool:
     """True once the job's current run has written a checkpoint and made at least ``past_checkpoint_s`` of
     progress after it (its last record that much later), waiting up to ``wait_s``: the moment to interrupt it so
-    that some work is lost. Polls the records (one read a second) instead of sleeping a fixed time."""
+    that some work is lost. Polls the records (one read a second) instead of sleeping a fixed time; records that
+    cannot be read yet (the job has not started) count as not yet, until the wait ends."""
     past = _bound("past_checkpoint_s", past_checkpoint_s)
     seconds = _bound("wait_s", wait_s)
     deadline = time.monotonic() + seconds
     while True:
-        runs = _records(configuration, pattern, directory)["runs"]
+        try:
+            runs = _records(configuration, pattern, directory)["runs"]
+        except ActivityFailed:  # no records yet: the job has not started; the last failure is raised at the end
+            if time.monotonic() >= deadline:
+                raise
+            runs = []
         checkpoint = runs[-1]["last_checkpoint_time"] if runs else None
         if checkpoint is not None and runs[-1]["last_time"] - checkpoint >= past:
             return True

@@ -496,6 +496,25 @@ def test_training_checkpointed_waits_for_progress_past_a_checkpoint(served_recor
         training.training_checkpointed("/srv/shared/t", past_checkpoint_s=-1, configuration=CONFIG)
 
 
+def test_training_checkpointed_waits_for_a_job_that_has_not_started(
+    fake: FakeTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    answers = iter([(1, "500\ncat: records.jsonl: No such file or directory"), (0, "501\n" + interrupted_run())])
+    answers_2 = (
+        0,
+        "502\n"
+        + records(
+            {"event": "start", "time": 1.0, "host": "a"}, {"event": "checkpoint", "time": 2.0, "host": "a", "step": 1}
+        ),
+    )
+    fake.answers["records.jsonl"] = lambda _host: next(answers, answers_2)
+    monkeypatch.setattr(training.time, "sleep", lambda _s: None)
+    assert training.training_checkpointed("/srv/shared/t", wait_s=30, configuration=CONFIG) is True
+    fake.answers["records.jsonl"] = lambda _host: (1, "503\ncat: records.jsonl: No such file or directory")
+    with pytest.raises(ActivityFailed, match="No such file"):  # never started within the wait: the reason is given
+        training.training_checkpointed("/srv/shared/t", wait_s=0, configuration=CONFIG)
+
+
 # --- Slurm jobs ------------------------------------------------------------------------------------------------------
 
 JOBS = (
