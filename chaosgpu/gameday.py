@@ -6,7 +6,9 @@
    ``suite.txt`` in the suite lists, one a line) and validates them all with Chaos Toolkit's own validation; one
    invalid experiment refuses the whole run before any host is reached (exit 2).
 2. Pre-flight: every inventory host answers and no fault is in any ledger (one read of the ledgers, as
-   ``chaosgpu status`` does); otherwise nothing runs (exit 3).
+   ``chaosgpu status`` does), then the suite's own health check, when it has one: every probe of the
+   steady-state hypothesis in ``preflight.yaml`` beside the experiments ("the lab is healthy"); otherwise nothing
+   runs (exit 3), and every problem is named.
 3. Runs each experiment with chaoslib, rollbacks always (whatever the experiment says), the inventory passed as
    ``configuration.chaosgpu_inventory`` (and ``$CHAOSGPU_INVENTORY``), every fault of the game day under one run id
    (``$CHAOSGPU_RUN_ID``). Progress goes to the terminal; chaoslib's log to ``<run>/chaostoolkit.log``.
@@ -44,8 +46,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol, TextIO
 
+from chaoslib.configuration import load_configuration
 from chaoslib.exceptions import ActivityFailed, ChaosException
 from chaoslib.experiment import ensure_experiment_is_valid, run_experiment
+from chaoslib.hypothesis import ensure_hypothesis_is_valid
 from chaoslib.loader import load_experiment
 from chaoslib.run import RunEventHandler
 from chaoslib.settings import CHAOSTOOLKIT_CONFIG_PATH, load_settings
@@ -60,13 +64,16 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PREFLIGHT",
     "OBJECTIVES_KEY",
+    "PREFLIGHT_FILE",
     "Checks",
     "LedgerChecks",
     "SuiteError",
     "add_arguments",
     "experiment_entry",
+    "load_preflight",
     "load_suite",
     "main",
+    "preflight_problems",
     "run_gameday",
     "select_files",
     "suite_files",
@@ -80,6 +87,7 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports it
 
 OBJECTIVES_KEY = "chaosgpu_objectives"  # what the objectives control writes into the journal
 SUITE_ORDER_FILE = "suite.txt"
+PREFLIGHT_FILE = "preflight.yaml"  # the suite's "lab healthy" hypothesis, checked before anything runs
 _EXPERIMENT_SUFFIXES = (".yaml", ".yml", ".json")
 _MEASURED_KEYS = ("ttd_s", "ttr_s", "sli_success_ratio", "sli_p50_ms", "sli_p99_ms", "sli_requests")
 _log = logging.getLogger("chaostoolkit")
@@ -233,7 +241,9 @@ def suite_files(suite: str | os.PathLike[str]) -> list[Path]:
         if missing:
             raise SuiteError(f"suite {suite}: {SUITE_ORDER_FILE} lists missing files: {', '.join(missing)}")
     else:
-        files = sorted(p for p in path.iterdir() if p.suffix in _EXPERIMENT_SUFFIXES and p.is_file())
+        files = sorted(
+            p for p in path.iterdir() if p.suffix in _EXPERIMENT_SUFFIXES and p.is_file() and p.name != PREFLIGHT_FILE
+        )
     if not files:
         raise SuiteError(f"suite {suite}: no experiment files (*.yaml, *.yml, *.json)")
     return files
@@ -256,6 +266,43 @@ def select_files(files: Sequence[Path], only: Sequence[str]) -> list[Path]:
             f"--only {', '.join(unmatched)}: matches no experiment of the suite ({', '.join(f.name for f in files)})"
         )
     return [f for f in files if any(matches(entry, f) for entry in wanted)]
+
+
+def load_preflight(suite: str | os.PathLike[str], settings: Mapping[str, Any] | None = None) -> dict[str, Any] | None:
+    """The suite's pre-flight hypothesis (``preflight.yaml`` beside the experiments): a Chaos Toolkit document with
+    a ``title``, optional ``configuration`` and a ``steady-state-hypothesis`` whose probes must all be within their
+    tolerance before the game day touches anything ("the lab is healthy"). None when the suite has none; SuiteError
+    naming the problem when it does not load or its hypothesis is not valid."""
+    path = Path(suite) / PREFLIGHT_FILE
+    if not path.is_file():
+        return None
+    try:
+        document = load_experiment(str(path), dict(settings or {}))
+        hypothesis = document.get("steady-state-hypothesis")
+        if not isinstance(hypothesis, dict) or not hypothesis.get("probes"):
+            raise SuiteError(f"{path}: a pre-flight needs a steady-state-hypothesis with probes")
+        ensure_hypothesis_is_valid({"steady-state-hypothesis": hypothesis})
+    except (ChaosException, OSError, ValueError) as err:
+        raise SuiteError(f"{path}: {err}") from None
+    document["_path"] = str(path)
+    return dict(document)
+
+
+def preflight_problems(preflight: Mapping[str, Any], secrets: Mapping[str, Any] | None = None) -> list[str]:
+    """Each probe of the pre-flight hypothesis that failed or was outside its tolerance, named with what it
+    returned (probes run in order, all of them, so every problem is listed at once)."""
+    from chaosgpu.controls.objectives import probe_runner  # noqa: PLC0415 - loads the control only when used
+
+    configuration = load_configuration(dict(preflight.get("configuration") or {}))
+    run_probe = probe_runner(configuration, dict(secrets or {}))
+    problems = []
+    for probe in preflight["steady-state-hypothesis"]["probes"]:
+        try:
+            if not run_probe(copy.deepcopy(probe)):
+                problems.append(f"pre-flight probe {probe.get('name')!r} is not within its tolerance")
+        except Exception as err:  # a failing probe is a problem to report, whatever it raised
+            problems.append(f"pre-flight probe {probe.get('name')!r} failed: {err}")
+    return problems
 
 
 def load_suite(files: Sequence[Path], settings: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
@@ -461,6 +508,7 @@ class _Context:
     settings: dict[str, Any]
     interrupts: _Interrupts
     out: TextIO
+    preflight: dict[str, Any] | None = None
 
 
 @dataclass
@@ -512,6 +560,7 @@ def run_gameday(  # noqa: PLR0913 - suite and inventory, then keyword-only optio
     try:
         files = select_files(suite_files(suite), only)
         experiments = load_suite(files, settings)
+        preflight = load_preflight(suite, settings) if Path(suite).is_dir() else None
     except SuiteError as err:
         out.write(f"gameday: {err}\n")
         return EXIT_INVALID
@@ -519,7 +568,7 @@ def run_gameday(  # noqa: PLR0913 - suite and inventory, then keyword-only optio
     checks = checks or LedgerChecks(inventory_path)
     interrupts = _Interrupts(out)
     guard = interrupts.installed() if handle_sigint else contextlib.nullcontext()
-    context = _Context(inventory_path, checks, settings, interrupts, out)
+    context = _Context(inventory_path, checks, settings, interrupts, out, preflight)
     with guard:
         return _run(context, suite, list(zip(files, experiments, strict=True)), Path(reports_dir), stop_on_failure)
 
@@ -540,6 +589,11 @@ def _run(
     except ActivityFailed as err:  # InventoryError, an unreadable inventory
         out.write(f"gameday: pre-flight: {err}\n")
         return EXIT_INVALID
+    if not problems and context.preflight is not None and not interrupts.requested:
+        out.write(f"gameday: pre-flight hypothesis {context.preflight['_path']}\n")
+        out.flush()
+        with _environment({"CHAOSGPU_INVENTORY": inventory}):
+            problems = preflight_problems(context.preflight)
     if interrupts.requested:
         out.write("gameday: interrupted during pre-flight; nothing was run\n")
         return EXIT_INTERRUPTED

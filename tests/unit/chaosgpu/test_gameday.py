@@ -328,6 +328,51 @@ def test_only_with_a_typo_runs_nothing(tmp_path: Path) -> None:
     assert not (tmp_path / "reports").exists()
 
 
+def _preflight(directory: Path, probes: list[dict[str, Any]]) -> None:
+    doc = {"title": "the lab is healthy", "steady-state-hypothesis": {"title": "healthy", "probes": probes}}
+    (directory / gameday.PREFLIGHT_FILE).write_text(json.dumps(doc), encoding="utf-8")
+
+
+def test_a_failing_preflight_hypothesis_runs_nothing_and_names_every_problem(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "suite", {"01-a": experiment(tmp_path, "a")})
+    _preflight(
+        suite,
+        [
+            {"type": "probe", "name": "fine", "tolerance": True, "provider": _call("holds")},
+            {"type": "probe", "name": "gpus-missing", "tolerance": False, "provider": _call("holds")},
+            {"type": "probe", "name": "explodes", "tolerance": True, "provider": _call("fail")},
+        ],
+    )
+    assert [p.name for p in gameday.suite_files(suite)] == ["01-a.json"]  # preflight.yaml is not an experiment
+    rc, out = run(tmp_path, suite, FakeChecks())
+    assert rc == gameday.EXIT_PREFLIGHT
+    assert "pre-flight probe 'gpus-missing' is not within its tolerance" in out
+    assert "pre-flight probe 'explodes' failed" in out
+    assert "'fine'" not in out.split("pre-flight failed")[1]
+    assert not (tmp_path / "a.action").exists()
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_holding_preflight_hypothesis_lets_the_suite_run(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "suite", {"01-a": experiment(tmp_path, "a")})
+    _preflight(suite, [{"type": "probe", "name": "fine", "tolerance": True, "provider": _call("holds")}])
+    rc, out = run(tmp_path, suite, FakeChecks())
+    assert rc == gameday.EXIT_OK, out
+    assert "pre-flight hypothesis" in out
+    assert (tmp_path / "a.action").exists()
+
+
+def test_an_invalid_preflight_is_refused_before_anything(tmp_path: Path) -> None:
+    suite = write_suite(tmp_path / "suite", {"01-a": experiment(tmp_path, "a")})
+    _preflight(suite, [{"type": "probe", "name": "no-tolerance", "provider": _call("holds")}])
+    checks = FakeChecks()
+    rc, out = run(tmp_path, suite, checks)
+    assert rc == gameday.EXIT_INVALID
+    assert "preflight.yaml" in out
+    assert "tolerance" in out
+    assert checks.calls == []
+
+
 def test_empty_suite_is_refused(tmp_path: Path) -> None:
     (tmp_path / "suite").mkdir()
     rc, out = run(tmp_path, tmp_path / "suite", FakeChecks())

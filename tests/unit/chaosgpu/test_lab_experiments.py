@@ -21,7 +21,7 @@ from chaosgpu.objectives import parse_objectives
 
 ROOT = Path(__file__).resolve().parents[3]
 LAB = ROOT / "experiments" / "lab"
-EXPERIMENTS = sorted(LAB.glob("*.yaml"))
+EXPERIMENTS = sorted(p for p in LAB.glob("*.yaml") if p.name != "preflight.yaml")
 CHAOS = Path(sys.executable).with_name("chaos")
 # Probes whose answer is a gpu_health reaction: on a dry-run agent they can never hold.
 REACTION_FUNCS = {"node_drained", "node_stays_drained", "gpu_health_ready", "gpu_health_live", "clear_rma"}
@@ -70,6 +70,17 @@ def _dry_run_hosts() -> set[str]:
 
     walk(hosts["all"])
     return found
+
+
+def test_the_lab_preflight_checks_what_the_experiments_start_from() -> None:
+    from chaosgpu import gameday  # noqa: PLC0415
+
+    preflight = gameday.load_preflight(LAB)
+    assert preflight is not None
+    funcs = {p["provider"]["func"] for p in preflight["steady-state-hypothesis"]["probes"]}
+    assert {"gpu_count", "slurm_node_available", "gpu_health_ready", "prometheus_holds", "sli"} <= funcs
+    assert "chaosgpu_prometheus_url" in preflight["configuration"]
+    assert "preflight.yaml" not in [p.name for p in gameday.suite_files(LAB)]
 
 
 def test_the_catalogue_has_at_least_15_experiments_all_in_the_suite_order() -> None:
