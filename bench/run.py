@@ -19,6 +19,7 @@ from bench.common import REPORTS, ROOT
 
 # name -> what it needs; run in this order.
 BENCHES = {
+    "provisioning": "the running lab (make lab); grows it to 8 GPU nodes and back",
     "injection": "the running lab (make lab)",
     "gameday_time": "a finished game day (make gameday)",
 }

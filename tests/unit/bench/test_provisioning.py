@@ -1,0 +1,57 @@
+"""bench/provisioning.py without the lab: the grown inventory and the per-host task statistics."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from bench import provisioning
+
+
+def test_the_grown_inventory_keeps_the_lab_and_adds_nodes_after_it(tmp_path: Path) -> None:
+    inventory = provisioning.grown_inventory(8, tmp_path / "inv")
+    tree = yaml.safe_load((inventory / "hosts.yml").read_text())
+    nodes = tree["all"]["children"]["lab"]["children"]["gpu_nodes"]["hosts"]
+    assert list(nodes) == [f"gpu-node-{i}" for i in range(1, 9)]
+    assert nodes["gpu-node-3"]["ansible_port"] == 2223  # the lab's own, untouched
+    assert "gpu_health_dry_run" not in nodes["gpu-node-3"]  # still the one agent that remediates
+    assert (nodes["gpu-node-8"]["ansible_port"], nodes["gpu-node-8"]["lab_address"]) == (2228, "172.30.99.18")
+    assert nodes["gpu-node-8"]["gpu_health_dry_run"] is True
+    assert (inventory / "group_vars").resolve() == (provisioning.LAB / "group_vars").resolve()
+    listing = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory), "--graph", "slurm_nodes"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "gpu-node-8" in listing  # Slurm learns the new nodes through the groups
+
+
+def test_task_stats_split_package_time_and_count_fact_gathering() -> None:
+    def task(action: str, start: str, end: str, changed: bool = False) -> dict[str, object]:
+        return {
+            "task": {"duration": {"start": f"2026-11-30T00:00:{start}Z", "end": f"2026-11-30T00:00:{end}Z"}},
+            "hosts": {"gpu-node-1": {"action": action, "changed": changed}},
+        }
+
+    parsed = {
+        "plays": [
+            {
+                "tasks": [
+                    task("gather_facts", "00.000000", "02.000000"),
+                    task("ansible.builtin.apt", "02.000000", "12.500000", changed=True),
+                    task("ansible.builtin.template", "12.500000", "13.000000"),
+                    {"task": {"duration": {"start": "x", "end": "x"}}, "hosts": {"ops-1": {}}},
+                ]
+            }
+        ]
+    }
+    stats = provisioning.task_stats(parsed, "gpu-node-1")
+    assert stats["tasks"] == 3
+    assert stats["changed"] == 1
+    assert stats["facts"] == 1
+    assert abs(stats["package_s"] - 10.5) < 1e-6
+    assert abs(stats["other_s"] - 2.5) < 1e-6
