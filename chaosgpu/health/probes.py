@@ -11,8 +11,6 @@ wait for a reaction without a fixed pause; with ``wait_s`` 0 they answer from on
 """
 
 import math
-import time
-from collections.abc import Callable
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
@@ -21,6 +19,7 @@ from chaoslib.types import Configuration, Secrets
 from chaosgpu.activity import run_on, targets
 from chaosgpu.gpu.probes import prometheus_query
 from chaosgpu.health import state
+from chaosgpu.polling import until as _until
 from chaosgpu.types import CommandResult, Host
 
 __all__ = [
@@ -49,28 +48,6 @@ def check_wait_s(wait_s: float) -> float:
     if not 0 <= wait_s <= MAX_WAIT_S:
         raise ActivityFailed(f"wait_s must be between 0 and {MAX_WAIT_S:g} seconds, got {wait_s!r}")
     return float(wait_s)
-
-
-def _until(check: Callable[[], bool], wait_s: float) -> bool:
-    """``check()`` until it holds or ``wait_s`` passed (at least one call); whether it held. While waiting, a check
-    that fails (a host rebooting does not answer) counts as not holding; the last failure is raised when the wait
-    ends without the condition ever holding and the last check failed."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        failure: ActivityFailed | None = None
-        try:
-            if check():
-                return True
-        except ActivityFailed as err:
-            if wait_s <= 0:
-                raise
-            failure = err
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            if failure is not None:
-                raise failure
-            return False
-        time.sleep(min(_POLL_S, remaining))
 
 
 def _output(result: CommandResult, limit: int = 500) -> str:

@@ -20,6 +20,7 @@ from chaoslib.types import Configuration, Secrets
 from chaosgpu.activity import get_transport, run_on, targets
 from chaosgpu.node.commands import check_service
 from chaosgpu.node.reach import ssh_answers
+from chaosgpu.polling import until as poll_until
 
 __all__ = ["host_reachable", "http_check", "service_active"]
 
@@ -46,19 +47,20 @@ def service_active(
     if until and not re.fullmatch(r"[a-z-]+", until):
         raise ActivityFailed(f"until must be a systemctl is-active state such as 'active', got {until!r}")
     plan = targets(configuration, pattern, guard=False)
-    deadline = time.monotonic() + seconds
-    while True:
+    states: dict[str, str] = {}
+
+    def ask() -> bool:
         results = run_on(
             plan.hosts, f"systemctl is-active -- {shlex.quote(unit)}", timeout=30, transport=get_transport()
         )
-        states = {}
         for host in plan.hosts:
             result = results[host.name]
             said = result.stdout.strip().splitlines()
             states[host.name] = "unreachable" if result.rc in _UNREACHABLE_RC else (said[-1] if said else "unknown")
-        if not until or all(state == until for state in states.values()) or time.monotonic() >= deadline:
-            return states
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        return not until or all(state == until for state in states.values())
+
+    poll_until(ask, seconds)
+    return states
 
 
 def host_reachable(

@@ -7,13 +7,13 @@ host that mounts the shared storage: the lab's ops-1 does); Slurm is asked on th
 import math
 import re
 import shlex
-import time
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaosgpu.activity import run_on, targets
+from chaosgpu.polling import until
 from chaosgpu.training.records import RecordsError, summarize
 from chaosgpu.types import Host
 
@@ -137,20 +137,13 @@ def training_checkpointed(
     cannot be read yet (the job has not started) count as not yet, until the wait ends."""
     past = _bound("past_checkpoint_s", past_checkpoint_s)
     seconds = _bound("wait_s", wait_s)
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            runs = _records(configuration, pattern, directory)["runs"]
-        except ActivityFailed:  # no records yet: the job has not started; the last failure is raised at the end
-            if time.monotonic() >= deadline:
-                raise
-            runs = []
+
+    def checkpointed() -> bool:
+        runs = _records(configuration, pattern, directory)["runs"]
         checkpoint = runs[-1]["last_checkpoint_time"] if runs else None
-        if checkpoint is not None and runs[-1]["last_time"] - checkpoint >= past:
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        return checkpoint is not None and runs[-1]["last_time"] - checkpoint >= past
+
+    return until(checkpointed, seconds)
 
 
 def _bound(name: str, value: float) -> float:
@@ -176,18 +169,17 @@ def training_resumed(
     max_resume = _bound("max_resume_s", max_resume_s)
     max_lost = _bound("max_work_lost_s", max_work_lost_s)
     seconds = _bound("wait_s", wait_s)
-    deadline = time.monotonic() + seconds
-    while True:
-        summary = _records(configuration, pattern, directory)
-        if summary["interruptions"]:
-            last = summary["interruptions"][-1]
-            if (
-                last["resume_s"] is not None
-                and (last["moved"] or not other_host)
-                and (not max_resume or last["resume_s"] <= max_resume)
-                and (not max_lost or last["work_lost_s"] <= max_lost)
-            ):
-                return True
-        if time.monotonic() >= deadline:
+
+    def resumed() -> bool:
+        interruptions = _records(configuration, pattern, directory)["interruptions"]
+        if not interruptions:
             return False
-        time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+        last = interruptions[-1]
+        return (
+            last["resume_s"] is not None
+            and (last["moved"] or not other_host)
+            and (not max_resume or last["resume_s"] <= max_resume)
+            and (not max_lost or last["work_lost_s"] <= max_lost)
+        )
+
+    return until(resumed, seconds)

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from chaoslib.exceptions import ActivityFailed
 
-from chaosgpu import activity
+from chaosgpu import activity, polling
 from chaosgpu.health import actions as health_actions
 from chaosgpu.health import probes as health
 from chaosgpu.health.state import parse_gpu_health_metrics, parse_slurm_node
@@ -156,8 +156,8 @@ def test_node_drained_waits_for_the_drain(fake: FakeTransport, monkeypatch: pyte
 def test_node_drained_gives_up_after_wait_s(fake: FakeTransport, monkeypatch: pytest.MonkeyPatch) -> None:
     serve_prom(fake, {"gpu-node-3": prom()})
     clock = iter(range(0, 1000, 5))
-    monkeypatch.setattr(health.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(health.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(polling.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(polling.time, "sleep", lambda _s: None)
     assert health.node_drained("gpu-node-3", wait_s=12, configuration=CONFIG) is False
     assert 2 <= len(fake.calls) <= 4
 
@@ -185,8 +185,8 @@ def test_stays_undrained_fails_at_the_first_drain(fake: FakeTransport, monkeypat
 def test_stays_undrained_holds_through_the_watch(fake: FakeTransport, monkeypatch: pytest.MonkeyPatch) -> None:
     serve_prom(fake, {"gpu-node-3": prom(xid=94)})
     clock = iter(range(0, 1000, 10))
-    monkeypatch.setattr(health.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(health.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(polling.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(polling.time, "sleep", lambda _s: None)
     assert health.node_stays_undrained("gpu-node-3", watch_s=40, configuration=CONFIG) is True
     assert len(fake.calls) >= 4
 
@@ -212,7 +212,7 @@ def test_a_wait_rides_out_an_unreachable_host_and_reraises_at_the_end(
     assert health.node_undrained("gpu-node-3", wait_s=30, configuration=CONFIG) is True
     fake.answers["gpu_health.prom"] = lambda _host: (255, "")
     clock = iter(range(0, 1000, 10))
-    monkeypatch.setattr(health.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(polling.time, "monotonic", lambda: float(next(clock)))
     with pytest.raises(ActivityFailed, match="gpu-node-3: unreachable"):
         health.node_undrained("gpu-node-3", wait_s=30, configuration=CONFIG)
 
@@ -242,12 +242,12 @@ def test_prometheus_holds_when_the_filter_returns_a_series(monkeypatch: pytest.M
 def test_prometheus_holds_waits_by_polling(monkeypatch: pytest.MonkeyPatch) -> None:
     answers: list[Any] = [[], ActivityFailed("Prometheus restarting"), [{"metric": {}, "value": [0, "0"]}]]
     monkeypatch.setattr(health, "prometheus_query", lambda _q, **_kwargs: _next(answers))
-    monkeypatch.setattr(health.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(polling.time, "sleep", lambda _s: None)
     assert health.prometheus_holds("up == 0", wait_s=30, configuration=CONFIG) is True
     assert answers == []
     answers += [[], [], []]  # never holds: three polls at 0, 10 and 40 s of a 30 s wait
     clock = iter([0.0, 0.0, 10.0, 40.0])
-    monkeypatch.setattr(health.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(polling.time, "monotonic", lambda: next(clock))
     assert health.prometheus_holds("up == 0", wait_s=30, configuration=CONFIG) is False
     assert answers == []
 
@@ -385,8 +385,8 @@ def test_clear_rma_waits_for_the_undrain_and_fails_when_it_does_not_come(
     serve_prom(fake, {"gpu-node-3": prom(drained=1, rma=1, phase="rma")})
     fake.answers["--clear-rma"] = lambda _host: (0, "")
     clock = iter(range(0, 1000, 10))
-    monkeypatch.setattr(health.time, "monotonic", lambda: float(next(clock)))
-    monkeypatch.setattr(health.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(polling.time, "monotonic", lambda: float(next(clock)))
+    monkeypatch.setattr(polling.time, "sleep", lambda _s: None)
     with pytest.raises(ActivityFailed, match=r"still drained or marked 30 s later: gpu-node-3: drained=True rma=True"):
         health_actions.clear_rma("gpu-node-3", wait_s=30, configuration=CONFIG)
 
@@ -508,7 +508,7 @@ def test_training_checkpointed_waits_for_a_job_that_has_not_started(
         ),
     )
     fake.answers["records.jsonl"] = lambda _host: next(answers, answers_2)
-    monkeypatch.setattr(training.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(polling.time, "sleep", lambda _s: None)
     assert training.training_checkpointed("/srv/shared/t", wait_s=30, configuration=CONFIG) is True
     fake.answers["records.jsonl"] = lambda _host: (1, "503\ncat: records.jsonl: No such file or directory")
     with pytest.raises(ActivityFailed, match="No such file"):  # never started within the wait: the reason is given

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 from chaoslib.exceptions import ActivityFailed
 
+from chaosgpu import polling
 from chaosgpu.inventory import Inventory
 from chaosgpu.node import actions, commands, power_guard, probes, reach
 from chaosgpu.targeting import TargetPlan
@@ -903,13 +904,13 @@ def test_service_active_until_polls_until_every_host_is_in_the_state(
     states = iter(["activating", "activating", "active"])  # systemd's RestartSec, then the restart
     probe_hosts.answer = lambda host, _command: (0, next(states) + "\n", "") if host.name == LAB_NODE.name else None
     monkeypatch.setattr(probes, "targets", lambda *_, **__: plan_of(LAB_NODE))
-    monkeypatch.setattr(probes.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(polling.time, "sleep", lambda _s: None)
     assert probes.service_active("containerd", until="active", wait_s=30, configuration={}) == {"gpu-node-1": "active"}
     assert len(probe_hosts.calls) == 3
     probe_hosts.calls.clear()
     probe_hosts.answer = lambda *_: (3, "failed\n", "")
-    clock = iter([0.0, 0.0, 0.0, 31.0])  # the deadline, the first asking and its sleep, the second: past it
-    monkeypatch.setattr(probes.time, "monotonic", lambda: next(clock))
+    clock = iter([0.0, 0.0, 31.0])  # the deadline, after the first asking, after the second: past it
+    monkeypatch.setattr(polling.time, "monotonic", lambda: next(clock))
     assert probes.service_active("containerd", until="active", wait_s=30, configuration={}) == {"gpu-node-1": "failed"}
     assert len(probe_hosts.calls) == 2
     with pytest.raises(ActivityFailed, match="until must be a systemctl is-active state"):
