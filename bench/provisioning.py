@@ -61,6 +61,10 @@ def grown_inventory(nodes: int, directory: Path) -> Path:
             "lab_address": f"172.30.99.{10 + index}",
             "gpu_health_dry_run": True,
         }
+    # The lab finds its key and files from the checkout (lab_checkout_dir), not from this inventory's directory.
+    for group in ("gpu_nodes", "ops"):
+        for values in tree["all"]["children"]["lab"]["children"][group]["hosts"].values():
+            values["lab_checkout_dir"] = str(ROOT)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "hosts.yml").write_text(yaml.safe_dump(tree, sort_keys=False), encoding="utf-8")
     link = directory / "group_vars"

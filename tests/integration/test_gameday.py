@@ -27,12 +27,15 @@ CHAOSGPU = Path(sys.executable).parent / "chaosgpu"
 
 
 def _cut_inventory(directory: Path) -> Path:
-    """inventories/lab with only NODE and OPS (same hosts.yml structure, group_vars linked)."""
+    """inventories/lab with only NODE and OPS (same hosts.yml structure, group_vars linked, the checkout named)."""
     tree = yaml.safe_load((INVENTORY / "hosts.yml").read_text())
 
     def prune(group: dict[str, Any]) -> None:
         if group.get("hosts"):
-            group["hosts"] = {n: v for n, v in group["hosts"].items() if n in (NODE, OPS)}
+            # lab_checkout_dir: the lab key and the rest are found from the checkout, not from this directory.
+            group["hosts"] = {
+                n: {**(v or {}), "lab_checkout_dir": str(ROOT)} for n, v in group["hosts"].items() if n in (NODE, OPS)
+            }
         for child in (group.get("children") or {}).values():
             if child:
                 prune(child)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +22,7 @@ def test_the_grown_inventory_keeps_the_lab_and_adds_nodes_after_it(tmp_path: Pat
     assert (nodes["gpu-node-8"]["ansible_port"], nodes["gpu-node-8"]["lab_address"]) == (2228, "172.30.99.18")
     assert nodes["gpu-node-8"]["gpu_health_dry_run"] is True
     assert (inventory / "group_vars").resolve() == (provisioning.LAB / "group_vars").resolve()
+    assert {v["lab_checkout_dir"] for v in nodes.values()} == {str(provisioning.ROOT)}
     listing = subprocess.run(
         [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory), "--graph", "slurm_nodes"],
         capture_output=True,
@@ -28,6 +30,25 @@ def test_the_grown_inventory_keeps_the_lab_and_adds_nodes_after_it(tmp_path: Pat
         check=True,
     ).stdout
     assert "gpu-node-8" in listing  # Slurm learns the new nodes through the groups
+    key = subprocess.run(  # the lab key as Ansible resolves it (a debug task on the controller, no connection)
+        [
+            str(Path(sys.executable).parent / "ansible"),
+            "-i",
+            str(inventory),
+            "gpu-node-8",
+            "-c",
+            "local",
+            "-m",
+            "ansible.builtin.debug",
+            "-a",
+            "var=ansible_ssh_private_key_file",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "ANSIBLE_CONFIG": str(provisioning.ROOT / "ansible.cfg")},
+    ).stdout
+    assert f"{provisioning.ROOT}/.cache/lab/ssh/id_ed25519" in key, key
 
 
 def test_task_stats_split_package_time_and_count_fact_gathering() -> None:
