@@ -12,7 +12,10 @@ from pathlib import Path
 from faultcheck import differences, snapshot
 from labhosts import INVENTORY, ROOT, Lab
 
-EXPERIMENTS = sorted((ROOT / "experiments" / "lab").glob("*.yaml"))
+from chaosgpu.gameday import suite_files
+
+# The lab suite's experiments as the game day runs them (preflight.yaml is its health check, not an experiment).
+EXPERIMENTS = suite_files(ROOT / "experiments" / "lab")
 
 
 def chaos(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
