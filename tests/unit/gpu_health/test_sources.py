@@ -278,6 +278,14 @@ def test_nvidia_smi_missing_is_a_source_error_not_a_gpu_failure():
     assert [f.cause for f in NvidiaSmiSource(NvidiaSmiConfig(), runner).poll().findings] == ["source_error:nvidia_smi"]
 
 
+def test_nvidia_smi_killed_by_a_signal_is_a_source_error_not_a_gpu_failure():
+    # A host shutting down (a reboot during a poll) sends SIGTERM to nvidia-smi: that says nothing about the GPUs.
+    runner = RecordingRunner([lambda argv: RunResult(argv, -15, "", "")])
+    report = NvidiaSmiSource(NvidiaSmiConfig(), runner).poll()
+    assert [f.cause for f in report.findings] == ["source_error:nvidia_smi"]
+    assert "killed by signal 15" in report.findings[0].detail
+
+
 def test_dcgm_source_healthy_then_failure_and_warning_per_gpu_and_system(node):
     port = node.hostengine()
     source = _dcgm(node, port)

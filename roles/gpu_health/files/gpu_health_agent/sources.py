@@ -152,6 +152,11 @@ class NvidiaSmiSource:
             return SourceReport((Finding("nvml_error", self.name, detail=detail),))
         if result.rc == RC_NOT_FOUND:  # an installation problem, not the GPUs': shown, not acted on
             return SourceReport((Finding("source_error", self.name, detail=result.tail()),))
+        if result.rc < 0:
+            # Killed by a signal (the host shutting down sends SIGTERM to everything): the poll says nothing about
+            # the GPUs, so it is shown, not acted on. Seen in the lab: a reboot during a poll drained the node.
+            detail = f"nvidia-smi was killed by signal {-result.rc}: {result.tail()}"
+            return SourceReport((Finding("source_error", self.name, detail=detail),))
         query = parse_smi_query(result.output)
         if not query.rows and not query.lost:
             if _NO_DEVICES in result.output:
