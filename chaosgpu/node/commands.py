@@ -185,6 +185,9 @@ def _assign(**values: str | int) -> str:
 _START_RECORDED = r"""
 [ -e "$state" ] || exit 0
 mapfile -t units < <(grep -v '^$' "$state")
+# A unit stopped and started often (repeated game days, a benchmark) hits systemd's start limit; the revert restores
+# what the fault changed, so the limit's failed state is cleared first.
+[ "${#units[@]}" -eq 0 ] || systemctl reset-failed -- "${units[@]}" 2>/dev/null || true
 if [ "${#units[@]}" -gt 0 ] && ! systemctl start -- "${units[@]}"; then
   echo "could not start ${units[*]} again on $(hostname)" >&2
   exit 1

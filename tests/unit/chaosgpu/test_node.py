@@ -436,6 +436,11 @@ def test_stop_service_reverts_what_was_running_and_what_went_down_with_it(host: 
     assert host.run(revert).returncode == 0
     starts = host.calls("systemctl")
     assert ["systemctl", "start", "--", "nvidia-dcgm.service", "dcgm-exporter.service"] in starts
+    # The start limit (a unit stopped and started often) is cleared before the start, so it cannot block the revert.
+    reset = ["systemctl", "reset-failed", "--", "nvidia-dcgm.service", "dcgm-exporter.service"]
+    assert starts.index(reset) < starts.index(
+        ["systemctl", "start", "--", "nvidia-dcgm.service", "dcgm-exporter.service"]
+    )
     assert host.unit("dcgm-exporter.service")["ActiveState"] == "active"
     assert host.state_files() == []
     before = len(host.calls())
