@@ -2,11 +2,13 @@
 
 One cycle = the fault injected and reverted on one GPU node:
 
-- chaosgpu: ``stop_service`` of nvidia-persistenced (the fault written to the host's ledger with its deadline,
-  the service stopped) then ``revert_faults`` (started again, the ledger entry removed), in this process, over
-  chaosgpu's OpenSSH transport;
-- Ansible: the same two commands as ``ansible <host> -b -m ansible.builtin.command -a 'systemctl stop ...'`` and
-  ``... start``, the way an operator runs them by hand (no ledger, no deadline).
+- chaosgpu: ``fill_disk`` of 64 MiB under /var/tmp (the fault written to the host's ledger with its deadline, the
+  free space checked, the file made with fallocate) then ``revert_faults`` (the file removed, the ledger entry
+  removed), in this process, over chaosgpu's OpenSSH transport;
+- Ansible: the same two commands as ``ansible <host> -b -m ansible.builtin.command -a 'fallocate -l 64M ...'`` and
+  ``-a 'rm -f ...'``, the way an operator runs them by hand (no ledger, no deadline, no free-space check).
+
+(A fault that stops and starts a service would soon hit systemd's start limit in a loop, which measures systemd.)
 
 Figures: the ratio of the Ansible cycle's median to chaosgpu's (goal >= 10), and the fan-out: one chaosgpu cycle
 on every GPU node of the inventory against the same cycle on one (goal <= 2). Run: ``python bench/injection.py
@@ -25,7 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ROOT, Bench, Figure, median, side_by_side
 
-SERVICE = "nvidia-persistenced"
+SIZE_MB = 64
+DIRECTORY = "/var/tmp"  # noqa: S108 - on the lab node, where chaosgpu fills it; not a temporary file here
+ADHOC_FILE = f"{DIRECTORY}/bench-injection-adhoc"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["CHAOSGPU_RUN_ID"] = "bench-injection"
     from chaosgpu.activity import get_inventory  # noqa: PLC0415 - after the environment is set
     from chaosgpu.fleet.actions import revert_faults  # noqa: PLC0415
-    from chaosgpu.node.actions import stop_service  # noqa: PLC0415
+    from chaosgpu.node.actions import fill_disk  # noqa: PLC0415
 
     configuration = {"chaosgpu_inventory": args.inventory, "chaosgpu_max_share": 1.0}
     inventory = get_inventory(configuration)
@@ -49,11 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     one, every = nodes[0], ":".join(nodes)
 
     def chaosgpu_cycle(pattern: str) -> None:
-        stop_service(pattern, SERVICE, duration_s=300, configuration=configuration)
+        fill_disk(pattern, DIRECTORY, SIZE_MB, duration_s=300, configuration=configuration)
         revert_faults(pattern, configuration=configuration)
 
     def ansible_cycle() -> None:
-        for verb in ("stop", "start"):
+        for command in (f"fallocate -l {SIZE_MB}M {ADHOC_FILE}", f"rm -f {ADHOC_FILE}"):
             subprocess.run(
                 [
                     str(Path(sys.executable).parent / "ansible"),
@@ -64,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     "-m",
                     "ansible.builtin.command",
                     "-a",
-                    f"systemctl {verb} {SERVICE}",
+                    command,
                 ],
                 check=True,
                 capture_output=True,
@@ -72,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             )
 
     bench = Bench("injection")
-    print(f"bench injection: {SERVICE} stopped and started on {one}, {args.rounds} rounds side by side", flush=True)
+    print(f"bench injection: {SIZE_MB} MiB taken and given back on {one}, {args.rounds} rounds", flush=True)
     samples = side_by_side(
         {"chaosgpu": lambda: chaosgpu_cycle(one), "ansible-adhoc": ansible_cycle}, rounds=args.rounds
     )
