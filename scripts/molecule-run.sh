@@ -7,9 +7,10 @@
 #                              output goes to $MOLECULE_LOG_DIR/<scenario>.log and a failing scenario's log is
 #                              printed whole. After a failure no new scenario starts; the running ones finish.
 #                              The longest scenarios start first (their last wall times, kept in
-#                              $MOLECULE_LOG_DIR/durations.tsv; an unknown one counts as longest), so that no long
-#                              one starts last and runs alone. The file only orders the queue; a missing or odd one
-#                              leaves the order as given.
+#                              $MOLECULE_DURATIONS, default $MOLECULE_LOG_DIR/durations.tsv, else the committed
+#                              molecule/durations.tsv; an unknown one counts as longest), so that no long one starts
+#                              last and runs alone. The file only orders the queue; a missing or odd one leaves the
+#                              order as given.
 # Exit status: 0 when every scenario passed, 1 otherwise (the failed ones are named).
 set -uo pipefail
 
@@ -30,14 +31,17 @@ for s in "$@"; do
   fi
 done
 mkdir -p "$logdir"
-durations=$logdir/durations.tsv
+durations=${MOLECULE_DURATIONS:-$logdir/durations.tsv}
+seed=molecule/durations.tsv # committed: the last measured times, for a fresh clone
 
 # Longest first by the recorded wall times (scenario<TAB>seconds); unknown ones first of all.
 if [ "$jobs" -gt 1 ] && [ "$#" -gt 1 ]; then
   mapfile -t ordered < <(
     for s in "$@"; do
+      known=$durations
+      [ -s "$known" ] || known=$seed
       t=$(awk -F'\t' -v s="$s" '$1 == s && $2 ~ /^[0-9]+$/ {t = $2} END {print (t == "" ? 999999 : t)}' \
-        "$durations" 2>/dev/null || echo 999999)
+        "$known" 2>/dev/null || echo 999999)
       printf '%s\t%s\n' "${t:-999999}" "$s"
     done | sort -t$'\t' -k1,1nr -k2,2 | cut -f2
   )
@@ -45,7 +49,7 @@ if [ "$jobs" -gt 1 ] && [ "$#" -gt 1 ]; then
 fi
 record_duration() { # scenario seconds
   local tmp
-  tmp=$(mktemp "$logdir/.durations.XXXXXX") || return 0
+  tmp=$(mktemp "$(dirname "$durations")/.durations.XXXXXX") || return 0
   { awk -F'\t' -v s="$1" '$1 != s' "$durations" 2>/dev/null; printf '%s\t%s\n' "$1" "$2"; } >"$tmp" \
     && mv -f "$tmp" "$durations" || rm -f "$tmp"
 }
