@@ -89,6 +89,7 @@ OBJECTIVES_KEY = "chaosgpu_objectives"  # what the objectives control writes int
 SUITE_ORDER_FILE = "suite.txt"
 PREFLIGHT_FILE = "preflight.yaml"  # the suite's "lab healthy" hypothesis, checked before anything runs
 _EXPERIMENT_SUFFIXES = (".yaml", ".yml", ".json")
+_PREFLIGHT_RETRY_S = 5.0
 _MEASURED_KEYS = ("ttd_s", "ttr_s", "sli_success_ratio", "sli_p50_ms", "sli_p99_ms", "sli_requests")
 _log = logging.getLogger("chaostoolkit")
 
@@ -509,6 +510,7 @@ class _Context:
     interrupts: _Interrupts
     out: TextIO
     preflight: dict[str, Any] | None = None
+    preflight_wait_s: float = 0.0
 
 
 @dataclass
@@ -551,6 +553,7 @@ def run_gameday(  # noqa: PLR0913 - suite and inventory, then keyword-only optio
     out: TextIO | None = None,
     handle_sigint: bool = True,
     only: Sequence[str] = (),
+    preflight_wait_s: float = 0.0,
 ) -> int:
     """Run the game day; returns the exit status (module docstring). ``checks`` replaces the ledger checks (tests);
     ``handle_sigint`` False leaves SIGINT alone (when not called from the main thread); ``only`` keeps the suite's
@@ -568,9 +571,28 @@ def run_gameday(  # noqa: PLR0913 - suite and inventory, then keyword-only optio
     checks = checks or LedgerChecks(inventory_path)
     interrupts = _Interrupts(out)
     guard = interrupts.installed() if handle_sigint else contextlib.nullcontext()
-    context = _Context(inventory_path, checks, settings, interrupts, out, preflight)
+    context = _Context(inventory_path, checks, settings, interrupts, out, preflight, preflight_wait_s)
     with guard:
         return _run(context, suite, list(zip(files, experiments, strict=True)), Path(reports_dir), stop_on_failure)
+
+
+def _preflight_hypothesis(context: _Context) -> list[str]:
+    """The suite's preflight.yaml, asked again every few seconds for up to ``preflight_wait_s`` while it does not
+    hold (a lab that was just converged or tested settles: first scrapes, a node back from a reboot)."""
+    if context.preflight is None:
+        return []
+    out, interrupts = context.out, context.interrupts
+    out.write(f"gameday: pre-flight hypothesis {context.preflight['_path']}\n")
+    out.flush()
+    deadline = time.monotonic() + context.preflight_wait_s
+    with _environment({"CHAOSGPU_INVENTORY": context.inventory}):
+        problems = preflight_problems(context.preflight)
+        while problems and not interrupts.requested and time.monotonic() + _PREFLIGHT_RETRY_S < deadline:
+            out.write(f"gameday: pre-flight: {len(problems)} problem(s), asking again (--preflight-wait)\n")
+            out.flush()
+            time.sleep(_PREFLIGHT_RETRY_S)
+            problems = preflight_problems(context.preflight)
+    return problems
 
 
 def _run(
@@ -590,10 +612,7 @@ def _run(
         out.write(f"gameday: pre-flight: {err}\n")
         return EXIT_INVALID
     if not problems and context.preflight is not None and not interrupts.requested:
-        out.write(f"gameday: pre-flight hypothesis {context.preflight['_path']}\n")
-        out.flush()
-        with _environment({"CHAOSGPU_INVENTORY": inventory}):
-            problems = preflight_problems(context.preflight)
+        problems = _preflight_hypothesis(context)
     if interrupts.requested:
         out.write("gameday: interrupted during pre-flight; nothing was run\n")
         return EXIT_INTERRUPTED
@@ -699,6 +718,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="run only these experiments of the suite, in suite order: comma-separated file name prefixes or globs "
         "(e.g. 01,11 or '*xid*')",
     )
+    parser.add_argument(
+        "--preflight-wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="ask the suite's preflight.yaml again every 5 s for up to this long while it does not hold (a lab that "
+        "was just converged or tested settles); the ledger check never waits",
+    )
 
 
 def main(args: argparse.Namespace, checks_factory: Callable[[str], Checks] | None = None) -> int:
@@ -712,4 +739,5 @@ def main(args: argparse.Namespace, checks_factory: Callable[[str], Checks] | Non
         stop_on_failure=args.stop_on_failure,
         settings_path=args.settings,
         only=args.only.split(","),
+        preflight_wait_s=max(0.0, args.preflight_wait),
     )

@@ -7,6 +7,7 @@
 #   GAMEDAY_SUITE   directory of experiments (default experiments/lab)
 #   GAMEDAY_ONLY    a subset, e.g. "01,11" (file name prefixes or globs; default: the whole suite)
 #   GAMEDAY_ARGS    more `chaosgpu gameday` options, e.g. --stop-on-failure
+#   GAMEDAY_PREFLIGHT_WAIT  seconds the pre-flight hypothesis may take to hold (default 180)
 #   LAB_INVENTORY   the lab inventory (default inventories/lab)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,10 @@ cd "$(dirname "$0")/.."
 inventory=${LAB_INVENTORY:-inventories/lab}
 suite=${GAMEDAY_SUITE:-experiments/lab}
 reports=${GAMEDAY_REPORTS:-reports}
-args=(gameday --inventory "$inventory" --suite "$suite" --reports "$reports")
+# A lab just brought up or just tested settles (first scrapes, nodes back from reboots): the suite's pre-flight
+# hypothesis is asked again for up to this long before the game day gives up (the ledger check never waits).
+args=(gameday --inventory "$inventory" --suite "$suite" --reports "$reports"
+  --preflight-wait "${GAMEDAY_PREFLIGHT_WAIT:-180}")
 [ -z "${GAMEDAY_ONLY:-}" ] || args+=(--only "$GAMEDAY_ONLY")
 # shellcheck disable=SC2206 # GAMEDAY_ARGS is a list of options, split on purpose
 [ -z "${GAMEDAY_ARGS:-}" ] || args+=(${GAMEDAY_ARGS})

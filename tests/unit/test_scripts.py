@@ -72,6 +72,7 @@ def test_gameday_passes_the_suite_and_subset_and_prints_the_summary_table(repo_r
     assert result.returncode == 1
     args = (tmp_path / "args").read_text().split()
     assert args[:5] == ["gameday", "--inventory", "inventories/lab", "--suite", "experiments/lab"]
+    assert args[args.index("--preflight-wait") + 1] == "180"
     assert args[-3:] == ["--only", "01,11", "--stop-on-failure"]
     assert "| 1 | xid | FAIL |" in result.stdout
     assert "report.html" in result.stdout

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -359,6 +360,29 @@ def test_a_holding_preflight_hypothesis_lets_the_suite_run(tmp_path: Path) -> No
     rc, out = run(tmp_path, suite, FakeChecks())
     assert rc == gameday.EXIT_OK, out
     assert "pre-flight hypothesis" in out
+    assert (tmp_path / "a.action").exists()
+
+
+def test_preflight_wait_asks_again_until_the_lab_has_settled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    suite = write_suite(tmp_path / "suite", {"01-a": experiment(tmp_path, "a")})
+    settled = tmp_path / "settled"
+    probe = {
+        "type": "probe",
+        "name": "lab-settled",
+        "tolerance": True,
+        "provider": {"type": "python", "module": "os.path", "func": "exists", "arguments": {"path": str(settled)}},
+    }
+    _preflight(suite, [probe])
+    rc, out = run(tmp_path, suite, FakeChecks())  # no wait: refused at once
+    assert rc == gameday.EXIT_PREFLIGHT
+    assert "'lab-settled' is not within its tolerance" in out
+    monkeypatch.setattr(gameday, "_PREFLIGHT_RETRY_S", 0.1)
+    timer = threading.Timer(0.5, settled.touch)
+    timer.start()
+    rc, out = run(tmp_path, suite, FakeChecks(), preflight_wait_s=30)
+    timer.join()
+    assert rc == gameday.EXIT_OK, out
+    assert "asking again (--preflight-wait)" in out
     assert (tmp_path / "a.action").exists()
 
 
