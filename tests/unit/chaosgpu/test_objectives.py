@@ -263,20 +263,20 @@ def test_a_signal_that_never_comes_is_missed_at_the_deadline(mark: Path) -> None
 
 
 def test_a_detect_signal_that_held_before_the_fault_cannot_time_detection(mark: Path, tmp_path: Path) -> None:
+    def run_detecting(signal_file: Path) -> dict[str, Any]:
+        """The experiment, detecting on ``signal_file`` existing (a sticky signal once it exists)."""
+        declared = {
+            "ttd_s": 5,
+            "detect": probe("exists", path=str(signal_file)),
+            "recover": probe("healthy", path=str(mark), broken_for_s=0),
+            "poll_interval_s": 0.5,
+            "deadline_s": 10,
+        }
+        return run_experiment(experiment(mark, declared))
+
     sticky = tmp_path / "left-by-an-earlier-run"
     sticky.write_text("")
-    journal = run_experiment(
-        experiment(
-            mark,
-            {
-                "ttd_s": 5,
-                "detect": probe("exists", path=str(sticky)),
-                "recover": probe("healthy", path=str(mark), broken_for_s=0),
-                "poll_interval_s": 0.5,
-                "deadline_s": 10,
-            },
-        )
-    )
+    journal = run_detecting(sticky)
     report = report_of(journal)
     assert journal["status"] == "failed"
     assert report["measured"]["ttd_s"] is None
@@ -286,19 +286,7 @@ def test_a_detect_signal_that_held_before_the_fault_cannot_time_detection(mark: 
         "detection; objective 5"
     ]
     mark.unlink()  # the same experiment on a signal that is off before the fault (the mark) measures TTD
-    journal = run_experiment(
-        experiment(
-            mark,
-            {
-                "ttd_s": 5,
-                "detect": probe("exists", path=str(mark)),
-                "recover": probe("healthy", path=str(mark), broken_for_s=0),
-                "poll_interval_s": 0.5,
-                "deadline_s": 10,
-            },
-        )
-    )
-    assert report_of(journal)["met"] is True
+    assert report_of(run_detecting(mark))["met"] is True
 
 
 def test_a_malformed_declaration_refuses_the_run_before_the_fault(mark: Path) -> None:
