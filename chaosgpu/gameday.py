@@ -290,8 +290,8 @@ def load_preflight(suite: str | os.PathLike[str], settings: Mapping[str, Any] | 
 
 
 def preflight_problems(preflight: Mapping[str, Any], secrets: Mapping[str, Any] | None = None) -> list[str]:
-    """Each probe of the pre-flight hypothesis that failed or was outside its tolerance, named with what it
-    returned (probes run in order, all of them, so every problem is listed at once)."""
+    """Each probe of the pre-flight hypothesis that failed (with its error) or was outside its tolerance, by name
+    (probes run in order, all of them, so every problem is listed at once)."""
     from chaosgpu.controls.objectives import probe_runner  # noqa: PLC0415 - loads the control only when used
 
     configuration = load_configuration(dict(preflight.get("configuration") or {}))

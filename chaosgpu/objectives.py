@@ -67,6 +67,7 @@ __all__ = [
     "Watcher",
     "build_report",
     "parse_objectives",
+    "probe_holds",
     "validate_report",
 ]
 
@@ -374,6 +375,15 @@ def validate_report(report: Any) -> list[str]:
     return problems + _timeline_problems(report["timeline"])
 
 
+def probe_holds(run_probe: ProbeRunner, probe: Mapping[str, Any]) -> bool:
+    """One signal, asked once: whether the probe is within its tolerance; a probe that fails does not hold."""
+    try:
+        return bool(run_probe(copy.deepcopy(probe)))
+    except Exception as exc:  # a probe that fails is a signal that does not hold
+        logger.debug(f"objectives: probe {probe.get('name')!r} failed: {exc}")
+        return False
+
+
 class Watcher:
     """Polls the detect and recover signals from fault start and runs the SLI load; see the module docstring.
 
@@ -416,11 +426,7 @@ class Watcher:
         self._gate.set()
 
     def _holds(self, probe: Mapping[str, Any]) -> bool:
-        try:
-            return bool(self.run_probe(copy.deepcopy(probe)))
-        except Exception as exc:  # a probe that fails is a signal that does not hold
-            logger.debug(f"objectives: probe {probe.get('name')!r} failed: {exc}")
-            return False
+        return probe_holds(self.run_probe, probe)
 
     def _recover_holds(self) -> bool:
         return all(self._holds(probe) for probe in self.objectives.recover)

@@ -30,7 +30,6 @@ In a dry run (``chaos run --dry=...``) nothing is measured and no load is sent; 
 One experiment at a time per process, like chaoslib itself.
 """
 
-import copy
 import json
 import logging
 import threading
@@ -51,6 +50,7 @@ from chaosgpu.objectives import (
     Watcher,
     build_report,
     parse_objectives,
+    probe_holds,
 )
 from chaosgpu.sli import RequestResult
 
@@ -166,11 +166,7 @@ def before_activity_control(context: Activity) -> None:
 
 def _baseline_holds(run_probe: ProbeRunner, probe: dict[str, Any]) -> bool:
     """The detect signal, asked once just before the fault: when it already holds it cannot time the detection."""
-    try:
-        holds = bool(run_probe(copy.deepcopy(probe)))
-    except Exception as exc:  # a probe that fails is a signal that does not hold
-        logger.debug(f"objectives: detect probe {probe.get('name')!r} before the fault failed: {exc}")
-        return False
+    holds = probe_holds(run_probe, probe)
     if holds:
         logger.warning(
             f"objectives: the detect signal {probe.get('name')!r} already holds before the fault: it does not reset, "
