@@ -38,7 +38,6 @@ __all__ = [
 
 _SSH_FAILED = 255
 _READ_TIMEOUT_S = 30
-_POLL_S = 1.0
 MAX_WAIT_S = 3600.0
 
 
