@@ -13,11 +13,12 @@ __all__ = ["POLL_S", "until"]
 POLL_S = 1.0
 
 
-def until(check: Callable[[], bool], wait_s: float, poll_s: float = POLL_S) -> bool:
+def until(check: Callable[[], bool], wait_s: float, poll_s: float | None = None) -> bool:
     """``check()`` until it holds or ``wait_s`` passed (at least one call); whether it held. While waiting, a check
     that fails (a host rebooting does not answer, a file not written yet) counts as not holding; the last failure is
     raised when the wait ends without the condition ever holding and the last check failed. With ``wait_s`` 0 a
     failure is raised at once."""
+    interval = POLL_S if poll_s is None else poll_s  # read at each call: tests shorten it
     deadline = time.monotonic() + wait_s
     while True:
         failure: ActivityFailed | None = None
@@ -33,4 +34,4 @@ def until(check: Callable[[], bool], wait_s: float, poll_s: float = POLL_S) -> b
             if failure is not None:
                 raise failure
             return False
-        time.sleep(min(poll_s, remaining))
+        time.sleep(min(interval, remaining))

@@ -148,7 +148,7 @@ def test_metrics_of_something_else_are_refused() -> None:
 def test_node_drained_waits_for_the_drain(fake: FakeTransport, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = iter([prom(), prom(), prom(drained=1, phase="remediating")])
     fake.answers["gpu_health.prom"] = lambda _host: (0, "1010\n" + next(reads))
-    monkeypatch.setattr(health, "_POLL_S", 0.0)
+    monkeypatch.setattr(polling, "POLL_S", 0.0)
     assert health.node_drained("gpu-node-3", wait_s=30, configuration=CONFIG) is True
     assert len(fake.calls) == 3
 
@@ -177,7 +177,7 @@ def test_undrained_means_neither_drained_nor_rma(fake: FakeTransport) -> None:
 def test_stays_undrained_fails_at_the_first_drain(fake: FakeTransport, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = iter([prom(), prom(drained=1), prom()])
     fake.answers["gpu_health.prom"] = lambda _host: (0, "1010\n" + next(reads))
-    monkeypatch.setattr(health, "_POLL_S", 0.0)
+    monkeypatch.setattr(polling, "POLL_S", 0.0)
     assert health.node_stays_undrained("gpu-node-3", watch_s=30, configuration=CONFIG) is False
     assert len(fake.calls) == 2
 
@@ -194,7 +194,7 @@ def test_stays_undrained_holds_through_the_watch(fake: FakeTransport, monkeypatc
 def test_stays_drained_needs_the_drain_and_the_rma_mark_throughout(
     fake: FakeTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(health, "_POLL_S", 0.0)
+    monkeypatch.setattr(polling, "POLL_S", 0.0)
     reads = iter([prom(drained=1, rma=1, phase="rma"), prom(drained=1, rma=0, phase="recovering")])
     fake.answers["gpu_health.prom"] = lambda _host: (0, "1010\n" + next(reads))
     assert health.node_stays_drained("gpu-node-3", watch_s=50, configuration=CONFIG) is False
@@ -206,7 +206,7 @@ def test_stays_drained_needs_the_drain_and_the_rma_mark_throughout(
 def test_a_wait_rides_out_an_unreachable_host_and_reraises_at_the_end(
     fake: FakeTransport, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(health, "_POLL_S", 0.0)
+    monkeypatch.setattr(polling, "POLL_S", 0.0)
     answers = iter([(255, ""), (255, ""), (0, "1010\n" + prom())])
     fake.answers["gpu_health.prom"] = lambda _host: next(answers)
     assert health.node_undrained("gpu-node-3", wait_s=30, configuration=CONFIG) is True
