@@ -7,6 +7,7 @@ Ansible and chaosgpu reach the lab; commands between hosts run on one host again
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -113,6 +114,23 @@ def load_lab() -> Lab:
 
     collect("all")
     return Lab(hosts=hosts, groups=groups)
+
+
+def ansible_playbook(playbook: Path, *args: str, timeout: float = 1800) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook against the lab inventory with the repository's ansible.cfg; results as JSON, so a task's
+    message is one line (YAML would fold and re-quote it). Never raises on a non-zero exit."""
+    argv = ["ansible-playbook", "-i", str(INVENTORY), str(playbook), *args]
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
+           "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}  # fmt: skip
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False, cwd=ROOT, env=env)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """The PLAY RECAP of an ansible-playbook run: host -> {"ok": n, "changed": n, "failed": n, ...}."""
+    counts: dict[str, dict[str, int]] = {}
+    for match in re.finditer(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", output.split("PLAY RECAP", 1)[-1], re.M):
+        counts[match.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", match.group(2))}
+    return counts
 
 
 def unit_option_s(node: Host, unit: str, option: str) -> float:

@@ -15,12 +15,11 @@ Runs in lab-test phase 3 (every node, nothing else at the same time), before tes
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 
 import pytest
-from labhosts import INVENTORY, ROOT, Host
+from labhosts import ROOT, Host, ansible_playbook
 
 OLD, NEW = "535.183.01", "535.216.01"
 PLAYBOOK = ROOT / "playbooks" / "rolling_driver_upgrade.yml"
@@ -31,12 +30,8 @@ AGENT_CONFIG = "/etc/gpu_health/agent.json"
 
 
 def _playbook(target: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    argv = ["ansible-playbook", "-i", str(INVENTORY), str(PLAYBOOK), "-e", f"nvidia_driver_version={target}",
-            "-e", "rolling_upgrade_batch=1", *extra]  # fmt: skip
-    # JSON results: the messages asserted on below appear as one line each (YAML would fold and re-quote them).
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
-           "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}  # fmt: skip
-    return subprocess.run(argv, capture_output=True, text=True, timeout=RUN_TIMEOUT_S, check=False, cwd=ROOT, env=env)
+    return ansible_playbook(PLAYBOOK, "-e", f"nvidia_driver_version={target}", "-e", "rolling_upgrade_batch=1", *extra,
+                            timeout=RUN_TIMEOUT_S)  # fmt: skip
 
 
 def _packages(node: Host) -> list[str]:

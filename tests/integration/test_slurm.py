@@ -6,15 +6,18 @@ drains gpu-node-3 for a moment."""
 
 from __future__ import annotations
 
+import re
 import shlex
 
 import pytest
-from labhosts import Host, wait_for
+from labhosts import ROOT, Host, ansible_playbook, recap, wait_for
 
 GPUS_PER_NODE = 8
 DRAINED_NODE = "gpu-node-3"
 # Bounds for Slurm to settle (a node registering, a state change reaching sinfo); generous for a slow machine.
 SETTLE_S = 90.0
+SITE = ROOT / "playbooks" / "site.yml"
+LIMITED = "gpu-node-1"
 
 
 def node_states(ops: Host) -> dict[str, tuple[str, str, str]]:
@@ -68,3 +71,38 @@ def test_drain_and_resume_a_node(ops: Host, node_names: list[str]) -> None:
     finally:
         ops.check(f"sudo scontrol update nodename={DRAINED_NODE} state=resume")
     wait_until_idle(ops, [DRAINED_NODE])
+
+
+def _slurm_conf_sha1(hosts: list[Host]) -> dict[str, str]:
+    return {host.name: host.check("sha1sum /etc/slurm/slurm.conf").split()[0] for host in hosts}
+
+
+def test_a_run_limited_to_one_node_reads_the_others_and_changes_nothing(ops: Host, gpu_nodes: list[Host]) -> None:
+    """--limit gpu-node-1: slurm.conf is rendered from every host (the others' facts read, not changed), so the
+    re-run on a converged lab changes nothing and only gpu-node-1 is in the play."""
+    hosts = [ops, *gpu_nodes]
+    before = _slurm_conf_sha1(hosts)
+    assert len(set(before.values())) == 1, f"slurm.conf differs between hosts before the run: {before}"
+    result = ansible_playbook(SITE, "--limit", LIMITED, "--tags", "slurm", timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    counts = recap(result.stdout)
+    assert list(counts) == [LIMITED], f"hosts in the recap: {counts}"
+    assert counts[LIMITED]["changed"] == 0, result.stdout[-4000:]
+    assert _slurm_conf_sha1(hosts) == before
+
+
+def test_a_limited_run_that_would_change_slurm_conf_is_refused_before_any_change(
+    ops: Host, gpu_nodes: list[Host]
+) -> None:
+    """A setting that changes slurm.conf, run on one node only: the others would keep the old file, so preflight
+    refuses, naming them, and slurm.conf stays as it was everywhere."""
+    hosts = [ops, *gpu_nodes]
+    before = _slurm_conf_sha1(hosts)
+    result = ansible_playbook(SITE, "--limit", LIMITED, "--tags", "slurm", "-e", "slurm_partition_max_time=7-00:00:00",
+                              timeout=600)  # fmt: skip
+    assert result.returncode != 0, result.stdout[-4000:]
+    refusal = re.search(r"slurm\.conf would change .*?, but (.*?) are outside this play", result.stdout)
+    assert refusal, result.stdout[-4000:]
+    assert sorted(refusal.group(1).split(", ")) == sorted(host.name for host in hosts if host.name != LIMITED)
+    assert recap(result.stdout)[LIMITED]["changed"] == 0, result.stdout[-4000:]
+    assert _slurm_conf_sha1(hosts) == before
