@@ -12,9 +12,7 @@ lab's GpuXidFatal alert for gpu-node-1 for a few minutes, as real ones would.
 from __future__ import annotations
 
 import json
-import re
 import secrets
-import urllib.request
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,6 +26,7 @@ from faultcheck import (
     snapshot,
 )
 from labhosts import Host, Lab, unit_option_s, wait_for
+from labmonitoring import Monitoring
 
 from chaosgpu.activity import get_inventory, get_transport
 from chaosgpu.fleet.actions import revert_faults
@@ -256,14 +255,6 @@ def test_without_a_recovery_command_an_xid_stays_until_gpusim_boot(fresh: Host) 
 # --- probes -----------------------------------------------------------------------------------------------------
 
 
-def prometheus_interval_s(name: str) -> float:
-    with urllib.request.urlopen(f"{PROMETHEUS}/api/v1/status/config", timeout=10) as response:  # noqa: S310
-        config = json.load(response)["data"]["yaml"]
-    match = re.search(rf"^\s+{name}: (\d+)s$", config, re.M)
-    assert match, f"no global {name} in Prometheus' configuration"
-    return float(match.group(1))
-
-
 def test_probes_see_a_lost_gpu(fresh: Host) -> None:
     assert probes.gpu_count(NODE, configuration=CONFIGURATION) == {NODE: 8}
     assert probes.gpu_health(NODE, configuration=CONFIGURATION)[NODE]["ok"] is True
@@ -287,12 +278,13 @@ def test_probes_see_a_lost_gpu(fresh: Host) -> None:
     assert ledger_ids(fresh) == []
 
 
-def test_prometheus_fires_the_xid_alert_within_its_budget(fresh: Host) -> None:
+def test_prometheus_fires_the_xid_alert_within_its_budget(fresh: Host, ops: Host) -> None:
     """XID 74 (NVLink, fatal) on GPU 6, which no other test here uses, so a firing alert is this test's own."""
     configuration = {**CONFIGURATION, "chaosgpu_prometheus_url": PROMETHEUS}
     labels = {"hostname": NODE, "gpu": "6", "xid": "74"}
     collect = unit_option_s(fresh, "dcgm-exporter.service", "--collect-interval")
-    scrape, evaluation = prometheus_interval_s("scrape_interval"), prometheus_interval_s("evaluation_interval")
+    monitoring = Monitoring(ops)
+    scrape, evaluation = monitoring.interval_s("scrape_interval"), monitoring.interval_s("evaluation_interval")
     # A rerun within minutes finds the last run's alert still firing: it resolves once the XID has left the
     # exporter's window and the rule's 3-minute look-back, plus a scrape and an evaluation.
     resolve = unit_option_s(fresh, "dcgm-exporter.service", "--xid-count-window-size") + 180 + scrape + evaluation
