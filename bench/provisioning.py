@@ -128,7 +128,11 @@ def task_stats(parsed: dict[str, Any], host: str) -> dict[str, Any]:
             changed += bool(result.get("changed"))
             seconds = _seconds(task["task"]["duration"])
             action = str(result.get("action", ""))
-            facts += action in ("ansible.builtin.gather_facts", "gather_facts", "ansible.builtin.setup", "setup")
+            # This host's facts; a loop of setup delegated to other hosts (slurm's read of the hosts a --limit
+            # leaves out) gathers theirs.
+            facts += action in ("ansible.builtin.gather_facts", "gather_facts", "ansible.builtin.setup", "setup") and (
+                "results" not in result
+            )
             if action in PACKAGE_ACTIONS:
                 package_s += seconds
             else:
