@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -40,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))  # the lab's hosts and monitoring, as the lab tests see them
 
-from labhosts import INVENTORY, Host, load_lab, unit_option_s  # noqa: E402
+from labhosts import INVENTORY, Host, load_lab, unit_option_s, wait_for  # noqa: E402
 from labmonitoring import Monitoring, matching  # noqa: E402
 
 from bench.common import Bench, Figure, median, timed  # noqa: E402
@@ -91,15 +90,6 @@ def signals(node: Host, monitoring: Monitoring, gpu: int) -> dict[str, Callable[
     return {"gpu_health": agent, "DCGM health": health, "scrape": scrape, "alert rule": alert}
 
 
-def watch(poll: Callable[[], bool], started: float, deadline_s: float, interval_s: float) -> float | None:
-    """Seconds from ``started`` to the first poll that saw the signal (the poll's return); None: not by the deadline."""
-    while time.monotonic() - started < deadline_s:
-        if poll():
-            return time.monotonic() - started
-        time.sleep(interval_s)
-    return None
-
-
 def one_round(node: Host, monitoring: Monitoring, gpu: int, deadline_s: float, interval_s: float) -> dict[str, float]:
     """Inject the XID on ``gpu``, watch every signal at once, recover the GPUs; seconds to detect per signal."""
     polls = signals(node, monitoring, gpu)
@@ -108,13 +98,13 @@ def one_round(node: Host, monitoring: Monitoring, gpu: int, deadline_s: float, i
         raise SystemExit(f"bench detection: {', '.join(already)} already show XID {XID} on GPU {gpu} of {node.name}")
     out = node.check(f"sudo dcgmi test --inject --gpuid {gpu} -f 230 -v {XID}")
     # The fault is there once dcgmi returns; the SSH round trip that carried the command is not detection time.
-    started = time.monotonic()
+    # Every signal's clock starts then: its wait starts at once, side by side with the others.
     if "Successfully injected" not in out:
         raise SystemExit(f"bench detection: dcgmi did not inject on {node.name}: {out}")
     try:
         with ThreadPoolExecutor(max_workers=len(polls)) as pool:
-            futures = {name: pool.submit(watch, poll, started, deadline_s, interval_s) for name, poll in polls.items()}
-            seen = {name: future.result() for name, future in futures.items()}
+            futures = {name: pool.submit(wait_for, poll, deadline_s, interval_s) for name, poll in polls.items()}
+            seen = {name: took if ok else None for name, (ok, took) in ((n, f.result()) for n, f in futures.items())}
     finally:
         node.check("sudo gpusim boot")
     missed = [name for name, value in seen.items() if value is None]
