@@ -32,6 +32,7 @@ __all__ = [
     "node_stays_undrained",
     "node_undrained",
     "prometheus_holds",
+    "prometheus_increases",
     "slurm_node_available",
     "slurm_node_state",
 ]
@@ -179,6 +180,44 @@ def prometheus_holds(
     query (while waiting, a failed query counts as not holding; the last failure is raised when the wait ends)."""
     seconds = check_wait_s(wait_s)
     return _until(lambda: bool(prometheus_query(query, url=url, configuration=configuration, secrets=secrets)), seconds)
+
+
+def prometheus_increases(
+    query: str,
+    at_least: float,
+    url: str = "",
+    wait_s: float = 60.0,
+    configuration: Configuration = None,
+    secrets: Secrets = None,
+) -> bool:
+    """True once the counter that the PromQL instant query ``query`` returns (summed over its series) has grown by
+    ``at_least`` since this probe began, asked every second for up to ``wait_s``; False when it has not by then. A
+    method holds a fault with it for as long as the evidence takes, not for a fixed pause: "Prometheus scraped the
+    node 3 more times through the loss" is ``promhttp_metric_handler_requests_total{instance="...",code="200"}``
+    growing by 3. A counter that drops (its process restarted) counts from zero again, as ``increase()`` does.
+    The first answer must have a series: a query that matches nothing fails at once, naming it."""
+    if isinstance(at_least, bool) or not isinstance(at_least, int | float) or not 0 < at_least < math.inf:
+        raise ActivityFailed(f"at_least must be a positive number, got {at_least!r}")
+    seconds = check_wait_s(wait_s)
+
+    def value() -> float | None:
+        series = prometheus_query(query, url=url, configuration=configuration, secrets=secrets)
+        return sum(float(s["value"]) for s in series) if series else None
+
+    first = value()
+    if first is None:
+        raise ActivityFailed(f"prometheus_increases: {query!r} matches no series, so it can never grow")
+    seen = {"last": first, "grown": 0.0}
+
+    def grown() -> bool:
+        now = value()
+        if now is None:  # the series went away for a moment (a scrape failed): not grown, ask again
+            return False
+        seen["grown"] += now - seen["last"] if now >= seen["last"] else now
+        seen["last"] = now
+        return seen["grown"] >= at_least
+
+    return _until(grown, seconds)
 
 
 def gpu_health_live(

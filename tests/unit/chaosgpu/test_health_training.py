@@ -590,3 +590,47 @@ def test_the_trainer_script_writes_the_records_summarize_reads(tmp_path: Path) -
     assert summary["last_step"] == 15
     (gap,) = summary["interruptions"]
     assert gap["lost_steps"] == 0
+
+
+def _counter(value: float) -> list[dict[str, Any]]:
+    return [{"metric": {"code": "200"}, "value": value}]
+
+
+def test_prometheus_increases_waits_until_the_counter_grew_by_at_least(monkeypatch: pytest.MonkeyPatch) -> None:
+    # 10 at the start; a failed scrape (no series) in between; a restart (2 < 11) counts from zero again
+    answers: list[Any] = [_counter(10), _counter(10), _counter(11), [], _counter(2)]
+    monkeypatch.setattr(health, "prometheus_query", lambda _q, **_kwargs: _next(answers))
+    monkeypatch.setattr(polling.time, "sleep", lambda _s: None)
+    assert health.prometheus_increases("scrapes_total", at_least=3, wait_s=60, configuration=CONFIG) is True
+    assert answers == []
+
+
+def test_prometheus_increases_is_false_when_the_wait_ends_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    answers: list[Any] = [_counter(10), _counter(11), _counter(12)]
+    monkeypatch.setattr(health, "prometheus_query", lambda _q, **_kwargs: _next(answers))
+    monkeypatch.setattr(polling.time, "sleep", lambda _s: None)
+    clock = iter([0.0, 10.0, 40.0])  # a 30 s wait from 0: polls at 10 and 40 s, grew by 2 of 3
+    monkeypatch.setattr(polling.time, "monotonic", lambda: next(clock))
+    assert health.prometheus_increases("scrapes_total", at_least=3, wait_s=30, configuration=CONFIG) is False
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"at_least": 0}, "at_least must be a positive number"),
+        ({"at_least": True}, "at_least must be a positive number"),
+        ({"at_least": 3, "wait_s": -1}, "wait_s must be between"),
+    ],
+)
+def test_prometheus_increases_refuses_bad_arguments(
+    monkeypatch: pytest.MonkeyPatch, arguments: dict[str, Any], message: str
+) -> None:
+    monkeypatch.setattr(health, "prometheus_query", lambda _q, **_kwargs: pytest.fail("asked Prometheus"))
+    with pytest.raises(ActivityFailed, match=message):
+        health.prometheus_increases("scrapes_total", configuration=CONFIG, **arguments)
+
+
+def test_prometheus_increases_fails_at_once_on_a_query_that_matches_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(health, "prometheus_query", lambda _q, **_kwargs: [])
+    with pytest.raises(ActivityFailed, match="'scrapes_totl' matches no series"):
+        health.prometheus_increases("scrapes_totl", at_least=3, wait_s=60, configuration=CONFIG)

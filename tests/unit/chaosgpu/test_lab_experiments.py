@@ -182,3 +182,10 @@ def test_the_rma_experiment_clears_the_mark_after_reverting_the_fault() -> None:
     funcs = [a["provider"]["func"] for a in exp["rollbacks"]]
     assert funcs.index("revert_faults") < funcs.index("clear_rma"), funcs
     assert exp["rollbacks"][funcs.index("clear_rma")]["provider"]["arguments"]["wait_s"] > 0
+
+
+@pytest.mark.parametrize("experiment", [*EXPERIMENTS, LAB / "preflight.yaml"], ids=lambda p: p.name)
+def test_no_lab_activity_sleeps_a_fixed_time(experiment: Path) -> None:
+    """Issue #10: a game day polls for what it waits on; a ``pauses`` would be a fixed sleep (bench/gameday_time)."""
+    paused = [a.get("name") for a in _activities(_load(experiment)) if a.get("pauses")]
+    assert not paused, f"{experiment.name}: {paused} pause; wait with a probe's wait_s instead"
