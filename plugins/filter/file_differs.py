@@ -1,0 +1,111 @@
+"""file_differs: whether a file (or directory) on the host differs from what a task would make of it.
+
+Used with the states the module gpuops.fleet.file_states read in one call, so a role runs a template, copy or
+file task only where something would change. Unknown is "differs": a path that was not read runs its task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ansible.errors import AnsibleFilterError
+
+DOCUMENTATION = r"""
+name: file_differs
+short_description: Whether a path on the host differs from the content, mode and owner a task would give it
+description:
+  - Takes the RV(gpuops.fleet.file_states#module:states) that M(gpuops.fleet.file_states) read and returns true
+    when the path is not a regular file with exactly O(content) (by SHA-1), O(mode), O(owner) and O(group); with no
+    O(content), when it is not a directory with that mode and ownership.
+  - A path missing from the states (not read) differs, so forgetting to read a path costs a module call, never a
+    skipped change.
+options:
+  _input:
+    description: The states, path -> C({state, sha1, mode, owner, group}).
+    type: dict
+    required: true
+  path:
+    description: The path the task writes.
+    type: path
+    required: true
+  mode:
+    description: The mode the task sets, octal as a string (C("0644")).
+    type: string
+    required: true
+  content:
+    description: What the task writes, such as C(lookup('ansible.builtin.template', 'x.j2')); omit for a directory.
+    type: string
+  owner:
+    description: The owner the task sets.
+    type: string
+    default: root
+  group:
+    description: The group the task sets.
+    type: string
+    default: root
+"""
+
+EXAMPLES = r"""
+- ansible.builtin.template:
+    src: node_exporter.service.j2
+    dest: /etc/systemd/system/node_exporter.service
+    mode: "0644"
+  when: >-
+    __files.states | gpuops.fleet.file_differs('/etc/systemd/system/node_exporter.service', '0644',
+    lookup('ansible.builtin.template', 'node_exporter.service.j2'))
+"""
+
+RETURN = r"""
+_value:
+  description: True when the task would change the path (or the path was not read).
+  type: bool
+"""
+
+
+def _octal(mode: Any) -> int:
+    if isinstance(mode, bool) or not isinstance(mode, str | int):
+        raise AnsibleFilterError(f"file_differs: mode must be an octal string such as '0644', got {mode!r}")
+    try:
+        return int(mode, 8) if isinstance(mode, str) else mode
+    except ValueError:
+        raise AnsibleFilterError(f"file_differs: mode must be an octal string such as '0644', got {mode!r}") from None
+
+
+def file_differs(
+    states: Any,
+    path: str,
+    mode: Any,
+    content: str | None = None,
+    owner: str = "root",
+    group: str = "root",
+) -> bool:
+    if not isinstance(states, dict):
+        raise AnsibleFilterError(
+            f"file_differs: the input must be the states dict that gpuops.fleet.file_states returns, got {states!r}"
+        )
+    wanted_mode = _octal(mode)
+    found = states.get(path)
+    if not isinstance(found, dict):
+        return True
+    if content is None:
+        if found.get("state") != "directory":
+            return True
+    else:
+        if not isinstance(content, str):
+            raise AnsibleFilterError(f"file_differs: content for {path} must be text, got {type(content).__name__}")
+        checksum = hashlib.sha1(content.encode("utf-8")).hexdigest()  # noqa: S324 - equality with file_states
+        if found.get("state") != "file" or found.get("sha1") != checksum:
+            return True
+    found_mode = found.get("mode")
+    return (
+        found_mode is None
+        or int(str(found_mode), 8) != wanted_mode
+        or found.get("owner") != owner
+        or found.get("group") != group
+    )
+
+
+class FilterModule:
+    def filters(self) -> dict[str, Any]:
+        return {"file_differs": file_differs}
