@@ -22,7 +22,10 @@ description:
     skipped change.
 options:
   _input:
-    description: The states, path -> C({state, sha1, mode, owner, group}).
+    description: >-
+      The states, path -> C({state, sha1, mode, owner, group}), or the registered result of
+      M(gpuops.fleet.file_states) (one that was skipped, or not run for the tags selected, read nothing:
+      C(__files | default({})) then makes every path differ).
     type: dict
     required: true
   path:
@@ -80,6 +83,8 @@ def file_differs(
     owner: str = "root",
     group: str = "root",
 ) -> bool:
+    if isinstance(states, dict) and ("changed" in states or "skipped" in states or "states" in states):
+        states = states.get("states") or {}  # the registered result; one that was skipped read nothing
     if not isinstance(states, dict):
         raise AnsibleFilterError(
             f"file_differs: the input must be the states dict that gpuops.fleet.file_states returns, got {states!r}"

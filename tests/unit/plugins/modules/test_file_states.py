@@ -116,3 +116,11 @@ def test_any_drift_differs(tree: Path, path: str, mode: str, content: str | None
 def test_the_filter_refuses_bad_input_naming_it(states: object, mode: object, content: object, message: str) -> None:
     with pytest.raises(AnsibleFilterError, match=message):
         file_differs(states, "/etc/x", mode, content)  # type: ignore[arg-type]
+
+
+def test_the_filter_takes_the_registered_result_and_a_skipped_one_read_nothing(tree: Path) -> None:
+    path = str(tree / "conf")
+    registered = {"changed": False, "states": {path: file_states.read_state(path, 1 << 20)}}
+    assert file_differs(registered, path, "0640", "key = 1\n", USER, GROUP) is False
+    assert file_differs({"changed": False, "skipped": True}, path, "0640", "key = 1\n", USER, GROUP) is True
+    assert file_differs({}, path, "0640", "key = 1\n", USER, GROUP) is True  # default({}): not read
