@@ -118,6 +118,43 @@ def side_by_side(
     return samples
 
 
+def cpu_busy_seconds(stat: Path = Path("/proc/stat")) -> float:
+    """CPU seconds this machine has spent busy since boot, all CPUs together (``/proc/stat``: every state but idle
+    and iowait). The difference over an interval, against wall time x CPUs, says whether the machine was saturated:
+    then a ratio such as T(8 hosts)/T(1) measures the CPUs the lab's hosts share, not the tool."""
+    fields = stat.read_text(encoding="ascii").splitlines()[0].split()
+    if fields[0] != "cpu":
+        raise ValueError(f"{stat}: first line is not the cpu total: {fields[:1]}")
+    ticks = [int(v) for v in fields[1:]] + [0] * 8  # user nice system idle iowait irq softirq steal (guest...)
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is counted in user already
+
+
+class CpuMeter:
+    """Busy CPU seconds of the whole machine spent inside ``wrap``ped calls, per label."""
+
+    def __init__(self, read: Callable[[], float] = cpu_busy_seconds) -> None:
+        self.read = read
+        self.busy: dict[str, float] = {}
+        self.wall: dict[str, float] = {}
+
+    def wrap(self, label: str, action: Callable[[], Any]) -> Callable[[], Any]:
+        def measured() -> Any:
+            cpu, began = self.read(), time.monotonic()
+            try:
+                return action()
+            finally:
+                self.busy[label] = self.busy.get(label, 0.0) + self.read() - cpu
+                self.wall[label] = self.wall.get(label, 0.0) + time.monotonic() - began
+
+        return measured
+
+    def share(self, label: str, cpus: int | None = None) -> float:
+        """Busy share (%) of all CPUs during ``label``'s calls: near 100 means the machine was saturated."""
+        wall = self.wall.get(label, 0.0)
+        return 100.0 * self.busy.get(label, 0.0) / (wall * (cpus or os.cpu_count() or 1)) if wall > 0 else 0.0
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

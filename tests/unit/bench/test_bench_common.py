@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from bench import gameday_time, run
+from bench import common, gameday_time, run
 from bench.common import Bench, Figure, side_by_side
 
 
@@ -68,3 +69,28 @@ def test_fixed_sleeps_are_the_pauses_of_the_activities_that_ran() -> None:
 def test_an_unknown_benchmark_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     assert run.main(["nope"]) == 2
     assert "unknown benchmark(s) nope" in capsys.readouterr().err
+
+
+def test_cpu_busy_seconds_counts_every_state_but_idle_and_iowait(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice
+    stat.write_text("cpu  100 10 50 1000 40 5 5 0 7 0\ncpu0 1 2 3 4 5 6 7 8 9 10\n", encoding="ascii")
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert common.cpu_busy_seconds(stat) == pytest.approx((100 + 10 + 50 + 5 + 5 + 0) / ticks)
+    stat.write_text("intr 1 2 3\n", encoding="ascii")
+    with pytest.raises(ValueError, match="not the cpu total"):
+        common.cpu_busy_seconds(stat)
+
+
+def test_cpu_meter_adds_up_busy_and_wall_time_per_label(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = iter([10.0, 13.0, 20.0, 21.0])  # two calls: 3 and 1 busy CPU seconds
+    clock = iter([0.0, 2.0, 5.0, 7.0])  # 2 and 2 s of wall time
+    monkeypatch.setattr(common.time, "monotonic", lambda: next(clock))
+    meter = common.CpuMeter(read=lambda: next(readings))
+    action = meter.wrap("all", lambda: "done")
+    assert action() == "done"
+    assert action() == "done"
+    assert meter.busy == {"all": 4.0}
+    assert meter.wall == {"all": 4.0}
+    assert meter.share("all", cpus=2) == pytest.approx(50.0)  # 4 busy CPU s in 4 s on 2 CPUs
+    assert meter.share("never", cpus=2) == 0.0
