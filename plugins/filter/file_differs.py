@@ -47,6 +47,13 @@ options:
     description: The group the task sets.
     type: string
     default: root
+  state:
+    description:
+      - What must be at the path. C(file) (the default with O(content)) and C(directory) (the default without)
+        must be that type. C(present) is a task that only sets mode and ownership on whatever is there, a file or
+        a directory, whose content it leaves alone; an absent path then differs too.
+    type: string
+    choices: [file, directory, present]
 """
 
 EXAMPLES = r"""
@@ -57,6 +64,13 @@ EXAMPLES = r"""
   when: >-
     __files.states | gpuops.fleet.file_differs('/etc/systemd/system/node_exporter.service', '0644',
     lookup('ansible.builtin.template', 'node_exporter.service.j2'))
+
+- ansible.builtin.file:
+    path: /etc/shadow
+    owner: root
+    group: shadow
+    mode: "0640"
+  when: __files.states | gpuops.fleet.file_differs('/etc/shadow', '0640', group='shadow', state='present')
 """
 
 RETURN = r"""
@@ -64,6 +78,9 @@ _value:
   description: True when the task would change the path (or the path was not read).
   type: bool
 """
+
+
+_STATES = ("file", "directory", "present")
 
 
 def _octal(mode: Any) -> int:
@@ -82,6 +99,7 @@ def file_differs(
     content: str | None = None,
     owner: str = "root",
     group: str = "root",
+    state: str | None = None,
 ) -> bool:
     if isinstance(states, dict) and ("changed" in states or "skipped" in states or "states" in states):
         states = states.get("states") or {}  # the registered result; one that was skipped read nothing
@@ -90,11 +108,19 @@ def file_differs(
             f"file_differs: the input must be the states dict that gpuops.fleet.file_states returns, got {states!r}"
         )
     wanted_mode = _octal(mode)
+    kind = state or ("directory" if content is None else "file")
+    if kind not in _STATES:
+        raise AnsibleFilterError(f"file_differs: state must be one of {', '.join(_STATES)}, got {state!r}")
+    if content is not None and kind != "file":
+        raise AnsibleFilterError(f"file_differs: content for {path} needs state 'file', got {state!r}")
     found = states.get(path)
     if not isinstance(found, dict):
         return True
-    if content is None:
-        if found.get("state") != "directory":
+    if kind == "present":
+        if found.get("state") not in ("file", "directory"):
+            return True
+    elif content is None:
+        if found.get("state") != kind:
             return True
     else:
         if not isinstance(content, str):

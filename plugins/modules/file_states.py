@@ -19,10 +19,19 @@ description:
 author: gpuops.fleet maintainers
 options:
   paths:
-    description: Absolute paths to read. A path that does not exist is reported with RV(states.state=absent).
+    description:
+      - Absolute paths to read (may be empty). A path that does not exist is reported with RV(states.state=absent).
     type: list
     elements: path
     required: true
+  list_directories:
+    description:
+      - Directories whose entries to list as well (names only, not recursive), for a role that removes what it no
+        longer installs. Each entry is also read as if it were in O(paths).
+      - A directory that does not exist lists as empty.
+    type: list
+    elements: path
+    default: []
   max_checksum_bytes:
     description: Regular files larger than this get no RV(states.sha1) (null), so a large file is not read.
     type: int
@@ -73,6 +82,10 @@ states:
     group:
       description: Group name (the numeric id when it has no name); null when absent.
       type: str
+listings:
+  description: Directory of O(list_directories) -> the sorted names of its entries (an absent one lists none).
+  type: dict
+  returned: always
 """
 
 import grp
@@ -126,26 +139,41 @@ def read_state(path: str, max_checksum_bytes: int) -> dict[str, Any]:
     }
 
 
+def list_directory(path: str) -> list[str]:
+    """The sorted names in directory ``path``; none when it does not exist."""
+    try:
+        return sorted(os.listdir(path))
+    except FileNotFoundError:
+        return []
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "paths": {"type": "list", "elements": "path", "required": True},
+            "list_directories": {"type": "list", "elements": "path", "default": []},
             "max_checksum_bytes": {"type": "int", "default": 4 * 1024 * 1024},
         },
         supports_check_mode=True,
     )
-    relative = [p for p in module.params["paths"] if not os.path.isabs(p)]
-    if relative:
-        module.fail_json(msg=f"paths must be absolute: {', '.join(relative)}")
+    for option in ("paths", "list_directories"):
+        relative = [p for p in module.params[option] if not os.path.isabs(p)]
+        if relative:
+            module.fail_json(msg=f"{option} must be absolute: {', '.join(relative)}")
     if module.params["max_checksum_bytes"] < 0:
         module.fail_json(msg="max_checksum_bytes must be 0 or more")
-    states = {}
-    for path in module.params["paths"]:
-        try:
+    states: dict[str, Any] = {}
+    listings: dict[str, list[str]] = {}
+    path = ""
+    try:
+        for path in module.params["list_directories"]:
+            listings[path] = list_directory(path)
+        entries = [os.path.join(d, name) for d, names in listings.items() for name in names]
+        for path in [*module.params["paths"], *entries]:
             states[path] = read_state(path, module.params["max_checksum_bytes"])
-        except OSError as err:
-            module.fail_json(msg=f"{path}: cannot be read: {err}")
-    module.exit_json(changed=False, states=states)
+    except OSError as err:
+        module.fail_json(msg=f"{path}: cannot be read: {err}")
+    module.exit_json(changed=False, states=states, listings=listings)
 
 
 if __name__ == "__main__":

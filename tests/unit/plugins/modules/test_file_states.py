@@ -124,3 +124,43 @@ def test_the_filter_takes_the_registered_result_and_a_skipped_one_read_nothing(t
     assert file_differs(registered, path, "0640", "key = 1\n", USER, GROUP) is False
     assert file_differs({"changed": False, "skipped": True}, path, "0640", "key = 1\n", USER, GROUP) is True
     assert file_differs({}, path, "0640", "key = 1\n", USER, GROUP) is True  # default({}): not read
+
+
+def test_the_module_lists_directories_and_reads_their_entries(tree: Path) -> None:
+    listed, missing = str(tree / "dir"), str(tree / "no-such-dir")
+    (tree / "dir" / "a.py").write_text("a\n", encoding="utf-8")
+    (tree / "dir" / "b.txt").write_text("b\n", encoding="utf-8")
+    result = _run_module(tree, {"paths": [], "list_directories": [listed, missing]})
+    assert result.get("failed") is not True, result
+    assert result["listings"] == {listed: ["a.py", "b.txt"], missing: []}
+    assert result["states"][f"{listed}/a.py"]["sha1"] == hashlib.sha1(b"a\n").hexdigest()  # noqa: S324
+    assert result["states"][f"{listed}/b.txt"]["state"] == "file"
+    refused = _run_module(tree, {"paths": [], "list_directories": ["dir"]})
+    assert refused["msg"] == "list_directories must be absolute: dir"
+
+
+def test_present_compares_mode_and_ownership_of_a_file_or_a_directory_not_its_content(tree: Path) -> None:
+    read = [str(tree / name) for name in ("conf", "dir", "link", "missing")]
+    states = {p: file_states.read_state(p, 1 << 20) for p in read}
+    conf, directory = str(tree / "conf"), str(tree / "dir")
+    assert file_differs(states, conf, "0640", owner=USER, group=GROUP, state="present") is False
+    assert file_differs(states, directory, "0750", owner=USER, group=GROUP, state="present") is False
+    assert file_differs(states, conf, "0600", owner=USER, group=GROUP, state="present") is True
+    assert file_differs(states, directory, "0750", owner=USER, group="nogroup-else", state="present") is True
+    assert file_differs(states, str(tree / "missing"), "0640", owner=USER, group=GROUP, state="present") is True
+    assert file_differs(states, str(tree / "link"), "0777", owner=USER, group=GROUP, state="present") is True
+    # state "file" without content: a regular file of that mode, whatever it holds
+    assert file_differs(states, conf, "0640", owner=USER, group=GROUP, state="file") is False
+    assert file_differs(states, directory, "0750", owner=USER, group=GROUP, state="file") is True
+
+
+@pytest.mark.parametrize(
+    ("content", "state", "message"),
+    [
+        (None, "absent", "state must be one of file, directory, present, got 'absent'"),
+        ("x", "present", "content for /etc/x needs state 'file', got 'present'"),
+    ],
+)
+def test_the_filter_refuses_a_bad_state(content: str | None, state: str, message: str) -> None:
+    with pytest.raises(AnsibleFilterError, match=message):
+        file_differs({}, "/etc/x", "0644", content, state=state)
