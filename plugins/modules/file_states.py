@@ -32,6 +32,14 @@ options:
     type: list
     elements: path
     default: []
+  units:
+    description:
+      - systemd units whose state to read as well (C(systemctl show), one call for all), so a role that reads its
+        files first can skip enabling and starting a unit that is enabled and running already
+        (P(gpuops.fleet.unit_differs#filter)).
+    type: list
+    elements: str
+    default: []
   max_checksum_bytes:
     description: Regular files larger than this get no RV(states.sha1) (null), so a large file is not read.
     type: int
@@ -86,12 +94,27 @@ listings:
   description: Directory of O(list_directories) -> the sorted names of its entries (an absent one lists none).
   type: dict
   returned: always
+units:
+  description: Unit of O(units) -> its state. A unit systemd does not know has RV(units.load=not-found).
+  type: dict
+  returned: always
+  contains:
+    load:
+      description: C(loaded), C(not-found), C(masked)... (systemd's LoadState).
+      type: str
+    active:
+      description: C(active), C(inactive), C(failed), C(activating)... (systemd's ActiveState).
+      type: str
+    enabled:
+      description: C(enabled), C(disabled), C(static), C(masked)... (systemd's UnitFileState; empty when none).
+      type: str
 """
 
 import grp
 import hashlib
 import os
 import pwd
+import re
 import stat
 from typing import Any
 
@@ -147,11 +170,35 @@ def list_directory(path: str) -> list[str]:
         return []
 
 
+_UNIT = re.compile(r"^[A-Za-z0-9:_.\\@-]+$")
+_PROPERTIES = {"LoadState": "load", "ActiveState": "active", "UnitFileState": "enabled"}
+
+
+def read_units(module: AnsibleModule, units: list[str]) -> dict[str, dict[str, str]]:
+    """LoadState, ActiveState and UnitFileState of ``units`` with one ``systemctl show`` (blocks in the order asked)."""
+    if not units:
+        return {}
+    systemctl = module.get_bin_path("systemctl", required=True)
+    command = [systemctl, "show", "--property=" + ",".join(_PROPERTIES), "--", *units]
+    rc, out, err = module.run_command(command)
+    if rc != 0:
+        module.fail_json(msg=f"systemctl show {' '.join(units)} failed ({rc}): {err or out}")
+    blocks = out.strip("\n").split("\n\n")
+    if len(blocks) != len(units):
+        module.fail_json(msg=f"systemctl show returned {len(blocks)} blocks for {len(units)} units: {out!r}")
+    states = {}
+    for unit, block in zip(units, blocks, strict=True):
+        found = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        states[unit] = {key: found.get(prop, "") for prop, key in _PROPERTIES.items()}
+    return states
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             "paths": {"type": "list", "elements": "path", "required": True},
             "list_directories": {"type": "list", "elements": "path", "default": []},
+            "units": {"type": "list", "elements": "str", "default": []},
             "max_checksum_bytes": {"type": "int", "default": 4 * 1024 * 1024},
         },
         supports_check_mode=True,
@@ -162,6 +209,9 @@ def main() -> None:
             module.fail_json(msg=f"{option} must be absolute: {', '.join(relative)}")
     if module.params["max_checksum_bytes"] < 0:
         module.fail_json(msg="max_checksum_bytes must be 0 or more")
+    bad_units = [u for u in module.params["units"] if not _UNIT.match(u)]
+    if bad_units:
+        module.fail_json(msg=f"units: not a systemd unit name: {', '.join(bad_units)}")
     states: dict[str, Any] = {}
     listings: dict[str, list[str]] = {}
     path = ""
@@ -173,7 +223,8 @@ def main() -> None:
             states[path] = read_state(path, module.params["max_checksum_bytes"])
     except OSError as err:
         module.fail_json(msg=f"{path}: cannot be read: {err}")
-    module.exit_json(changed=False, states=states, listings=listings)
+    units = read_units(module, list(dict.fromkeys(module.params["units"])))
+    module.exit_json(changed=False, states=states, listings=listings, units=units)
 
 
 if __name__ == "__main__":

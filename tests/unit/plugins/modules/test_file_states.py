@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from ansible.errors import AnsibleFilterError
 from file_differs import file_differs
+from unit_differs import unit_differs
 
 ROOT = Path(__file__).resolve().parents[4]
 MODULE_PATH = ROOT / "plugins" / "modules" / "file_states.py"
@@ -164,3 +165,58 @@ def test_present_compares_mode_and_ownership_of_a_file_or_a_directory_not_its_co
 def test_the_filter_refuses_a_bad_state(content: str | None, state: str, message: str) -> None:
     with pytest.raises(AnsibleFilterError, match=message):
         file_differs({}, "/etc/x", "0644", content, state=state)
+
+
+FAKE_SYSTEMCTL = """#!/usr/bin/env python3
+import sys
+known = {"node_exporter.service": ("loaded", "active", "enabled"), "munge.service": ("loaded", "failed", "disabled")}
+assert sys.argv[1:3] == ["show", "--property=LoadState,ActiveState,UnitFileState"] and sys.argv[3] == "--", sys.argv
+blocks = []
+for unit in sys.argv[4:]:
+    load, active, enabled = known.get(unit, ("not-found", "inactive", ""))
+    blocks.append(f"LoadState={load}\\nActiveState={active}\\nUnitFileState={enabled}\\n")
+print("\\n".join(blocks), end="")
+"""
+
+
+def test_the_module_reads_units_in_the_same_call_and_the_filter_judges_them(tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL, encoding="utf-8")
+    (bin_dir / "systemctl").chmod(0o755)
+    args_file = tmp_path / "args.json"
+    units = ["node_exporter.service", "munge.service", "gone.service"]
+    args_file.write_text(
+        json.dumps({"ANSIBLE_MODULE_ARGS": {"_ansible_check_mode": True, "paths": [], "units": units}})
+    )
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, MODULE_PATH, args_file], capture_output=True, text=True, env=env, check=False
+    )
+    result = json.loads(proc.stdout)
+    assert result.get("failed") is not True, result
+    assert result["units"] == {
+        "node_exporter.service": {"load": "loaded", "active": "active", "enabled": "enabled"},
+        "munge.service": {"load": "loaded", "active": "failed", "enabled": "disabled"},
+        "gone.service": {"load": "not-found", "active": "inactive", "enabled": ""},
+    }
+    assert unit_differs(result, "node_exporter.service") is False
+    assert unit_differs(result, "munge.service") is True  # not running, not enabled
+    assert unit_differs(result, "munge.service", enabled=False, started=False) is False  # disabled and stopped
+    assert unit_differs(result, "munge.service", enabled=None, started=None) is False
+    assert unit_differs(result, "node_exporter.service", enabled=False, started=None) is True  # to be disabled
+    assert unit_differs(result, "node_exporter.service", enabled=None, started=False) is True  # to be stopped
+    assert unit_differs(result, "gone.service", enabled=False, started=False) is True  # not loaded: its task runs
+    assert unit_differs(result, "never-read.service") is True
+    assert unit_differs({"changed": False, "skipped": True}, "node_exporter.service") is True
+
+
+def test_the_module_refuses_a_bad_unit_name(tmp_path: Path) -> None:
+    result = _run_module(tmp_path, {"paths": [], "units": ["ok.service", "a b; reboot"]})
+    assert result["failed"] is True
+    assert result["msg"] == "units: not a systemd unit name: a b; reboot"
+
+
+def test_unit_differs_refuses_what_is_not_a_read() -> None:
+    with pytest.raises(AnsibleFilterError, match=r"the input must be what gpuops\.fleet\.file_states registered"):
+        unit_differs(["node_exporter.service"], "node_exporter.service")
