@@ -8,7 +8,7 @@ module: package_selections
 short_description: Set the dpkg selection (hold, install, deinstall, purge) of many packages in one call
 version_added: "0.2.0"
 description:
-  - What M(ansible.builtin.dpkg_selections) does for one package, for a list: each package's selection is read
+  - What M(ansible.builtin.dpkg_selections) does for one package, for many. Each package's selection is read
     with C(dpkg-query), and only those that differ are set, together, with one C(dpkg --set-selections).
   - A role that holds its packages then asks the host once per re-run, not once per package.
   - Check mode reports what would change and changes nothing.
