@@ -73,17 +73,18 @@ def grown_inventory(nodes: int, directory: Path) -> Path:
     return directory
 
 
-def playbook(inventory: Path, name: str, *extra: str) -> dict[str, Any]:
-    """ansible-playbook with the JSON callback: the parsed result (plays, tasks with durations, stats)."""
+def playbook(inventory: Path, name: str, *extra: str, root: Path = ROOT) -> dict[str, Any]:
+    """ansible-playbook with the JSON callback: the parsed result (plays, tasks with durations, stats). ``root``:
+    the checkout whose playbook and ansible.cfg run (another revision's worktree for bench/rerun_ab.py)."""
     env = {
         **os.environ,
-        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        "ANSIBLE_CONFIG": str(root / "ansible.cfg"),
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_JSON_INDENT": "0",
     }
     result = subprocess.run(
-        [str(BIN / "ansible-playbook"), "-i", str(inventory), str(ROOT / "playbooks" / name), *extra],
-        cwd=ROOT,
+        [str(BIN / "ansible-playbook"), "-i", str(inventory), str(root / "playbooks" / name), *extra],
+        cwd=root,
         env=env,
         capture_output=True,
         text=True,

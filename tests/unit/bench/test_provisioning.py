@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from bench import provisioning
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_grown_inventory_keeps_the_lab_and_adds_nodes_after_it(tmp_path: Path) -> None:
@@ -76,3 +79,15 @@ def test_task_stats_split_package_time_and_count_fact_gathering() -> None:
     assert stats["facts"] == 1
     assert abs(stats["package_s"] - 10.5) < 1e-6
     assert abs(stats["other_s"] - 2.5) < 1e-6
+
+
+def test_rerun_ab_refuses_a_base_that_is_not_a_revision_and_leaves_no_worktree(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from bench import rerun_ab  # noqa: PLC0415 - the module under test
+
+    before = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert rerun_ab.main(["--base", "no-such-revision-anywhere"]) == 2
+    assert "--base 'no-such-revision-anywhere' is not a revision of this repository" in capsys.readouterr().err
+    after = subprocess.run(["git", "worktree", "list"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert after == before
