@@ -121,6 +121,16 @@ def _get(url: str, timeout_s: float) -> RequestResult:
         return RequestResult(sent, False, None, None, f"{type(exc).__name__}: {reason}")
 
 
+def request_count(rate_per_s: float, duration_s: float) -> int:
+    """How many requests a load sends: one at i / rate for every i with i / rate < duration.
+
+    Counted from the two numbers alone (less a tolerance for their binary rounding), never from clock sums such as
+    ``(start + i / rate) - start``, whose rounding depends on the clock's value: that sent one request more on some
+    runs (0.3 s at 10/s gave 4 requests instead of 3).
+    """
+    return max(0, math.ceil(rate_per_s * duration_s - 1e-9))
+
+
 class LoadGenerator:
     """GET ``url`` at ``rate_per_s`` for at most ``duration_s``, or until ``stop()``; thread-safe results.
 
@@ -146,17 +156,16 @@ class LoadGenerator:
     def run(self) -> list[RequestResult]:
         """Send the load now, in this thread; the results, in the order they were sent."""
         workers = max(1, min(_MAX_WORKERS, math.ceil(self.rate_per_s * self.timeout_s) + 1))
+        count = request_count(self.rate_per_s, self.duration_s)
         start = time.monotonic()
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="chaosgpu-sli") as pool:
-            i = 0
-            while not self._stop.is_set():
-                due = start + i / self.rate_per_s
-                if due - start >= self.duration_s:
+            for i in range(count):
+                if self._stop.is_set():
                     break
+                due = start + i / self.rate_per_s
                 if self._stop.wait(max(0.0, due - time.monotonic())):
                     break
                 pool.submit(lambda: self._record(_get(self.url, self.timeout_s)))
-                i += 1
         return self.results()
 
     def start(self) -> LoadGenerator:

@@ -5,12 +5,21 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from fractions import Fraction
 
 import pytest
 from chaoslib.exceptions import ActivityFailed
 from objectives_helpers import SliServer
 
-from chaosgpu.sli import LoadGenerator, RequestResult, check_load_arguments, percentile, run_load, summarize
+from chaosgpu.sli import (
+    LoadGenerator,
+    RequestResult,
+    check_load_arguments,
+    percentile,
+    request_count,
+    run_load,
+    summarize,
+)
 from chaosgpu.workload.probes import sli
 
 
@@ -130,6 +139,28 @@ def test_stop_ends_a_long_load_early(server: SliServer) -> None:
     assert time.monotonic() - began < 5
     assert 1 <= len(results) < 100
     assert len(load.results()) == len(results)  # nothing is sent after stop
+
+
+@pytest.mark.parametrize("rate", ["0.5", "1", "3", "7", "10", "33", "200"])
+@pytest.mark.parametrize("duration", ["0.1", "0.2", "0.3", "0.7", "1", "1.1", "2.9", "60", "3600"])
+def test_request_count_is_exact_for_decimal_rates_and_durations(rate: str, duration: str) -> None:
+    # One request at i / rate for every i with i / rate < duration: ceil(rate * duration), computed exactly here.
+    exact = Fraction(rate) * Fraction(duration)
+    expected = exact.numerator // exact.denominator + (exact.denominator != 1)
+    assert request_count(float(rate), float(duration)) == expected
+
+
+def test_load_sends_the_counted_requests_whatever_the_clock_reads(
+    server: SliServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # (start + 0.3) - start is 0.29999999999927240 at this clock value: the old loop sent a fourth request here.
+    base = 12345.678
+    assert (base + 3 / 10) - base < 0.3
+    real = time.monotonic
+    began = real()
+    # The load's first reading (its start) is exactly base; later readings add the real time since.
+    monkeypatch.setattr("chaosgpu.sli.time.monotonic", lambda: base + (real() - began))
+    assert len(run_load(server.url("/ok"), rate_per_s=10, duration_s=0.3, timeout_s=2)) == 3
 
 
 def test_probe_returns_the_summary(server: SliServer) -> None:
