@@ -42,6 +42,7 @@ LAB_NODES = 3
 PACKAGE_ACTIONS = {
     "ansible.builtin.apt",
     "apt",
+    "gpuops.fleet.apt_installed",
     "ansible.builtin.package",
     "package",
     "ansible.builtin.apt_repository",
