@@ -21,6 +21,7 @@ from bench.common import REPORTS, ROOT
 BENCHES = {
     "provisioning": "the running lab (make lab); grows it to 8 GPU nodes and back",
     "injection": "the running lab (make lab)",
+    "task_cost": "the running lab (make lab)",
     "detection": "the running lab (make lab)",
     "gameday_time": "a finished game day (make gameday)",
 }
