@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,13 +114,9 @@ def test_real_dpkg_output_on_this_machine() -> None:
     assert unsatisfied(specs, out) == ["gpuops-no-such-package", "dpkg=0.0.1-not-this"]
 
 
-def _run(tmp_path: Path, names: list[str]) -> dict:
+def _playbook(tmp_path: Path, task: dict[str, Any], *options: str) -> subprocess.CompletedProcess[str]:
+    """ansible-playbook of the one task on localhost (connection local) with the JSON callback."""
     playbook = tmp_path / "play.yml"
-    task = {
-        "gpuops.fleet.apt_installed": {"name": names, "update_cache": False},
-        "register": "out",
-        "ignore_errors": True,
-    }
     playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
     env = {
         **os.environ,
@@ -127,18 +124,26 @@ def _run(tmp_path: Path, names: list[str]) -> dict:
         "ANSIBLE_STDOUT_CALLBACK": "ansible.posix.json",
         "ANSIBLE_PYTHON_INTERPRETER": sys.executable,
     }
-    bin_dir = Path(sys.executable).parent
-    done = subprocess.run(
-        [str(bin_dir / "ansible-playbook"), "-i", "localhost,", "-c", "local", "--check", str(playbook)],
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", *options,
+         str(playbook)],
         cwd=ROOT,
         env=env,
         capture_output=True,
         text=True,
         timeout=120,
         check=False,
-    )
+    )  # fmt: skip
+
+
+def _run(tmp_path: Path, names: list[str]) -> dict[str, Any]:
+    """The task's result, in check mode."""
+    task = {"gpuops.fleet.apt_installed": {"name": names, "update_cache": False}, "register": "out",
+            "ignore_errors": True}  # fmt: skip
+    done = _playbook(tmp_path, task, "--check")
     assert done.stdout, done.stderr
-    return json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    result: dict[str, Any] = json.loads(done.stdout)["plays"][0]["tasks"][0]["hosts"]["localhost"]
+    return result
 
 
 @needs_dpkg
@@ -162,19 +167,7 @@ def test_a_missing_package_hands_over_to_apt(tmp_path: Path) -> None:
 
 
 def test_bad_arguments_name_the_option(tmp_path: Path) -> None:
-    playbook = tmp_path / "play.yml"
-    task = {"gpuops.fleet.apt_installed": {"name": ["dpkg"], "state": "absent"}}
-    playbook.write_text(json.dumps([{"hosts": "localhost", "gather_facts": False, "tasks": [task]}]))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_PYTHON_INTERPRETER": sys.executable}
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(playbook)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _playbook(tmp_path, {"gpuops.fleet.apt_installed": {"name": ["dpkg"], "state": "absent"}})
     assert done.returncode != 0
     assert "state" in done.stdout, done.stdout
     assert "absent" in done.stdout
