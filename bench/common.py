@@ -137,17 +137,31 @@ class CpuMeter:
         self.read = read
         self.busy: dict[str, float] = {}
         self.wall: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
 
-    def wrap(self, label: str, action: Callable[[], Any]) -> Callable[[], Any]:
+    def wrap(self, label: str, action: Callable[[], Any], skip: int = 0) -> Callable[[], Any]:
+        """``action``, metered under ``label``; its first ``skip`` calls run unmetered (``side_by_side``'s
+        warm-up, which is not one of the rounds the medians come from)."""
+        left = [skip]
+
         def measured() -> Any:
+            if left[0] > 0:
+                left[0] -= 1
+                return action()
             cpu, began = self.read(), time.monotonic()
             try:
                 return action()
             finally:
                 self.busy[label] = self.busy.get(label, 0.0) + self.read() - cpu
                 self.wall[label] = self.wall.get(label, 0.0) + time.monotonic() - began
+                self.calls[label] = self.calls.get(label, 0) + 1
 
         return measured
+
+    def per_call(self, label: str) -> float:
+        """Busy CPU seconds of the machine per metered call of ``label``."""
+        calls = self.calls.get(label, 0)
+        return self.busy.get(label, 0.0) / calls if calls else 0.0
 
     def share(self, label: str, cpus: int | None = None) -> float:
         """Busy share (%) of all CPUs during ``label``'s calls: near 100 means the machine was saturated."""

@@ -94,3 +94,21 @@ def test_cpu_meter_adds_up_busy_and_wall_time_per_label(monkeypatch: pytest.Monk
     assert meter.wall == {"all": 4.0}
     assert meter.share("all", cpus=2) == pytest.approx(50.0)  # 4 busy CPU s in 4 s on 2 CPUs
     assert meter.share("never", cpus=2) == 0.0
+    assert meter.calls == {"all": 2}
+    assert meter.per_call("all") == pytest.approx(2.0)
+    assert meter.per_call("never") == 0.0
+
+
+def test_cpu_meter_leaves_the_warm_up_calls_unmetered(monkeypatch: pytest.MonkeyPatch) -> None:
+    readings = iter([10.0, 11.5])  # read only around the third call
+    clock = iter([0.0, 3.0])
+    monkeypatch.setattr(common.time, "monotonic", lambda: next(clock))
+    meter = common.CpuMeter(read=lambda: next(readings))
+    ran = []
+    action = meter.wrap("all", lambda: ran.append(1), skip=2)
+    for _ in range(3):
+        action()
+    assert len(ran) == 3
+    assert meter.busy == {"all": 1.5}
+    assert meter.wall == {"all": 3.0}
+    assert meter.per_call("all") == pytest.approx(1.5)
