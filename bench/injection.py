@@ -103,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     # against T(1), say how far that work alone keeps the ratio (the warm-up cycles are not metered).
     cpus = os.cpu_count() or 1
     floor = meter.per_call("all") / cpus / median(fan["1 host"])
+    bench.add(Figure("injection: busy CPU of the machine per 1-host cycle", meter.per_call("1 host"), "s"))
     bench.add(Figure(f"injection: CPU busy during the {len(nodes)}-host cycles", meter.share("all"), "%"))
     label = f"injection: fan-out at the CPU time it took on {cpus} CPUs (busy CPU s / CPUs / T(1))"
     bench.add(Figure(label, floor, "x"))
