@@ -102,7 +102,6 @@ class ActionModule(ActionBase):
     """See plugins/modules/apt_installed.py."""
 
     TRANSFERS_FILES = False
-    _requires_connection = True
 
     def run(self, tmp: str | None = None, task_vars: dict[str, Any] | None = None) -> dict[str, Any]:
         self._supports_check_mode = True
@@ -114,6 +113,8 @@ class ActionModule(ActionBase):
         if not names:
             raise AnsibleActionFail("name: the list of packages is empty")
 
+        # None: dpkg was not asked (state latest, or a spec only apt understands) or its answer was not dpkg's.
+        missing: list[str] | None = None
         specs = parse_specs(names) if args["state"] == "present" else None
         if specs is not None:
             answer = self._low_level_execute_command(query_command(specs))
@@ -126,8 +127,6 @@ class ActionModule(ActionBase):
                     msg=f"dpkg shows every package installed as asked: {', '.join(names)}",
                 )
                 return result
-        else:
-            missing = None
 
         outcome = self._execute_module(module_name="ansible.builtin.apt", module_args=apt_args, task_vars=task_vars)
         outcome["apt_ran"] = True

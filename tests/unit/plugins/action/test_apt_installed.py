@@ -171,3 +171,9 @@ def test_bad_arguments_name_the_option(tmp_path: Path) -> None:
     assert done.returncode != 0
     assert "state" in done.stdout, done.stdout
     assert "absent" in done.stdout
+
+
+def test_an_empty_package_list_is_refused_naming_the_option(tmp_path: Path) -> None:
+    done = _playbook(tmp_path, {"gpuops.fleet.apt_installed": {"name": []}})
+    assert done.returncode != 0
+    assert "name: the list of packages is empty" in done.stdout, done.stdout
