@@ -125,7 +125,11 @@ class Agent:
         return took
 
     def state(self) -> str:
-        m = self.metrics()
+        """The agent's decisive metrics in one line, for failure messages (never raises: the node may be down)."""
+        result = self.node.run(f"sudo cat {shlex.quote(self.textfile)}")
+        if result.returncode != 0:
+            return f"metrics unreadable: exit {result.returncode}: {result.stderr.strip()}"
+        m = parse_metrics(result.stdout)
         keep = (
             "gpu_health_node_drained",
             "gpu_health_node_rma",
@@ -173,10 +177,27 @@ def report() -> Iterator[None]:
     REPORT.write_text(json.dumps({"node": NODE, "seconds_after_injection": timeline}, indent=2) + "\n")
 
 
+def _drained_or_down(agent: Agent) -> bool:
+    """The agent's metrics say drained, or the node no longer answers SSH (it is going down for a reboot)."""
+    result = agent.node.run(f"sudo cat {shlex.quote(agent.textfile)}")
+    if result.returncode == 255:
+        return True
+    assert result.returncode == 0, f"{NODE}: reading {agent.textfile} exited {result.returncode}: {result.stderr}"
+    return parse_metrics(result.stdout).get(("gpu_health_node_drained", frozenset())) == 1
+
+
+def _wait_back(agent: Agent) -> None:
+    """Wait (bounded by the boot budget) for the node to answer SSH with its agent running: a reboot the agent
+    decided, in this test or at the end of a failed one, may still be under way."""
+    ok, _ = wait_for(lambda: agent.node.run("systemctl is-active gpu-health").returncode == 0, BOOT_BUDGET_S, 2.0)
+    assert ok, f"{NODE} did not answer SSH with gpu-health active within {BOOT_BUDGET_S} s"
+
+
 def _settle(agent: Agent) -> None:
-    """Back to a healthy, undrained node with an agent that remembers no earlier failure: faults reverted (the lab's
-    XID recovery is `gpusim boot`), an RMA mark cleared, then a fresh agent state (a new repeat window for every
-    test). Bounded by the agent's own undrain delay."""
+    """Back to a healthy, undrained node with an agent that remembers no earlier failure: the node up (a reboot may
+    be under way), faults reverted (the lab's XID recovery is `gpusim boot`), an RMA mark cleared, then a fresh
+    agent state (a new repeat window for every test). Bounded by the boot budget and the agent's undrain delay."""
+    _wait_back(agent)
     revert_faults(NODE, configuration=CONFIGURATION)
     agent.node.check("sudo gpusim boot")
     if agent.rma():
@@ -280,18 +301,20 @@ def _reboot_cycle(agent: Agent, ops_host: Host, gpu: int) -> dict[str, float | N
     """XID 79 on the GPU -> drained -> the node reboots -> back -> undrained; the measured times."""
     boot_before = started_at(agent.node)
     at = _inject(79, gpu)
-    agent.wait("drain", agent.drained, 3 * agent.poll_s + 30)
+    # The agent drains and then reboots, often inside one poll: the node may stop answering SSH before the drain
+    # can be read from it. A node that no longer answers counts here; that the drain was done is checked from the
+    # agent's own timestamp once it is back.
+    ok, _ = wait_for(lambda: _drained_or_down(agent), 3 * agent.poll_s + 30)
+    assert ok, f"{NODE}: drain did not happen within {3 * agent.poll_s + 30:.0f} s ({agent.state()})"
     if agent.slurm:
+        # slurmctld on ops-1 keeps the drain while the node reboots, until the agent undrains it after the boot.
         state, reason = slurm_state(ops_host)
         assert "DRAIN" in state, (state, reason)
         assert reason.startswith("gpu_health"), (state, reason)
     ok, _ = wait_for(lambda: started_at(agent.node) != boot_before, 6 * agent.poll_s + BOOT_BUDGET_S, 2.0)
     assert ok, f"{NODE} was not rebooted after XID 79 ({agent.state()})"
-    agent.wait(
-        "the agent back after the boot",
-        lambda: agent.node.run("systemctl is-active gpu-health").returncode == 0,
-        BOOT_BUDGET_S,
-    )
+    _wait_back(agent)
+    assert agent.action_at("drain") > at, f"{NODE} came back without a drain for the XID 79 ({agent.state()})"
     agent.wait("undrain after the boot", lambda: not agent.drained(), agent.undrain_after_s + 6 * agent.poll_s + 60)
     assert agent.value("gpu_health_gpu_healthy", gpu=str(gpu), uuid=_uuid(agent, gpu)) == 1
     return {
