@@ -40,8 +40,11 @@ lint: setup ## yamllint, ansible-lint (production profile), ruff, mypy, argument
 	python scripts/role_docs.py --check
 	python scripts/gen_prometheusrule.py --check
 
-unit: setup ## Unit tests (no Docker needed)
-	pytest tests/unit
+# Unit test workers (pytest-xdist): one per core by default; UNIT_JOBS=0 runs them in this process.
+UNIT_JOBS ?= auto
+
+unit: setup ## Unit tests (no Docker needed; UNIT_JOBS=N workers, default one per core)
+	pytest -n $(UNIT_JOBS) tests/unit
 
 molecule: setup image ## Every Molecule scenario (SCENARIOS="a b" for a subset, MOLECULE_JOBS=N at once)
 	@scripts/molecule-run.sh $(SCENARIOS)
