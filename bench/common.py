@@ -158,6 +158,11 @@ class CpuMeter:
 
         return measured
 
+    def idle(self, label: str, seconds: float) -> None:
+        """Meter ``seconds`` of doing nothing here under ``label``: what the machine's other work (the lab's own
+        services) takes of the CPUs before a measurement starts."""
+        self.wrap(label, lambda: time.sleep(seconds))()
+
     def per_call(self, label: str) -> float:
         """Busy CPU seconds of the machine per metered call of ``label``."""
         calls = self.calls.get(label, 0)

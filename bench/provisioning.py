@@ -38,6 +38,8 @@ from bench.common import REPORTS, ROOT, Bench, CpuMeter, Figure, median, side_by
 LAB = ROOT / "inventories" / "lab"
 BIN = Path(sys.executable).parent
 LAB_NODES = 3
+# How long the lab's idle CPU use is measured before the re-runs.
+IDLE_S = 30.0
 # Tasks whose time is package download and install (item 2).
 PACKAGE_ACTIONS = {
     "ansible.builtin.apt",
@@ -186,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear me
 
         print(f"bench provisioning: re-runs of site.yml on N = {sizes} GPU nodes, {args.rounds} rounds", flush=True)
         meter = CpuMeter()
+        # The grown lab's services (each GPU node's workload, agent, exporters; ops-1's Prometheus) run on the same
+        # CPUs as every re-run: what they take while nothing else runs is part of why T(1) is longer in a grown lab.
+        meter.idle("idle", IDLE_S)
+        bench.add(Figure(f"the lab idle, {args.nodes} GPU nodes and ops-1: CPU busy", meter.share("idle"), "%"))
         contenders: dict[str, Callable[[], None]] = {
             str(n): meter.wrap(str(n), functools.partial(rerun, n), skip=1) for n in sizes
         }

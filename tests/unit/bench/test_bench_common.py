@@ -112,3 +112,16 @@ def test_cpu_meter_leaves_the_warm_up_calls_unmetered(monkeypatch: pytest.Monkey
     assert meter.busy == {"all": 1.5}
     assert meter.wall == {"all": 3.0}
     assert meter.per_call("all") == pytest.approx(1.5)
+
+
+def test_cpu_meter_idle_meters_a_sleep_of_the_given_length(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept = []
+    monkeypatch.setattr(common.time, "sleep", slept.append)
+    clock = iter([100.0, 130.0])
+    monkeypatch.setattr(common.time, "monotonic", lambda: next(clock))
+    readings = iter([50.0, 56.0])  # 6 busy CPU s over 30 s on 2 CPUs: the lab took 10 %
+    meter = common.CpuMeter(read=lambda: next(readings))
+    meter.idle("idle", 30.0)
+    assert slept == [30.0]
+    assert meter.share("idle", cpus=2) == pytest.approx(10.0)
+    assert meter.calls == {"idle": 1}

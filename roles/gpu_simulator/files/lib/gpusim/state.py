@@ -16,10 +16,7 @@ import hashlib
 import json
 import math
 import os
-import socket
 import stat
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -188,7 +185,7 @@ def load_config() -> Config:
         kernel_log=Path(env.get("GPUSIM_KERNEL_LOG", data.get("kernel_log", DEFAULT_KERNEL_LOG))),
         gpu_count=int(env.get("GPUSIM_GPU_COUNT", data.get("gpu_count", 8))),
         profile=profile,
-        hostname=env.get("GPUSIM_HOSTNAME", data.get("hostname", "")) or socket.gethostname(),
+        hostname=env.get("GPUSIM_HOSTNAME", data.get("hostname", "")) or os.uname().nodename,
         driver_version=data.get("driver_version", "535.183.01"),
         cuda_version=data.get("cuda_version", "12.2"),
         driver_package=env.get("GPUSIM_DRIVER_PACKAGE", data.get("driver_package", "")),
@@ -275,6 +272,10 @@ def load_state(config: Config) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, data: dict[str, Any]) -> None:
+    # Imported here, as subprocess below: most calls of the stand-in tools only read the state, and these imports
+    # are a good part of a call's start-up (the lab workload runs nvidia-smi every second on every node).
+    import tempfile  # noqa: PLC0415
+
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".state.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -313,6 +314,8 @@ def installed_driver_version(config: Config) -> str:
     Debian revision dropped), else the configured ``driver_version`` (no package named, dpkg has none)."""
     if not config.driver_package:
         return config.driver_version
+    import subprocess  # noqa: PLC0415 - see _write_atomic
+
     argv = ["dpkg-query", "-W", "-f=${Version} ${db:Status-Abbrev}", config.driver_package]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)  # noqa: S603
