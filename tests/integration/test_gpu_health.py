@@ -37,6 +37,7 @@ CONFIG = "/etc/gpu_health/agent.json"
 REPORT = ROOT / "reports" / "integration" / "gpu_health.json"
 # A reboot of a lab node: the container stops, Docker starts it again, systemd boots, sshd and the agent start.
 BOOT_BUDGET_S = 180
+SSH_FAILED = 255  # ssh's own exit status: no connection (the node is down or going down)
 # The chaos faults' own deadline: far beyond each test, so only the test's revert ends them.
 FAULT_DEADLINE_S = 1800
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})?\s+(?P<value>\S+)$")
@@ -80,8 +81,16 @@ class Agent:
         assert match, f"{self.node.name}: gpu-health.service sets no PYTHONPATH: {env!r}"
         return match.group(1)
 
+    def read_textfile(self) -> subprocess.CompletedProcess[str]:
+        """The agent's metrics file as read over SSH (never raises: exit 255 when the node does not answer)."""
+        return self.node.run(f"sudo cat {shlex.quote(self.textfile)}")
+
     def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        return parse_metrics(self.node.check(f"sudo cat {shlex.quote(self.textfile)}"))
+        result = self.read_textfile()
+        assert result.returncode == 0, (
+            f"{self.node.name}: reading {self.textfile} exited {result.returncode}: {result.stderr}"
+        )
+        return parse_metrics(result.stdout)
 
     def value(self, name: str, **labels: str) -> float | None:
         return self.metrics().get((name, frozenset(labels.items())))
@@ -126,7 +135,7 @@ class Agent:
 
     def state(self) -> str:
         """The agent's decisive metrics in one line, for failure messages (never raises: the node may be down)."""
-        result = self.node.run(f"sudo cat {shlex.quote(self.textfile)}")
+        result = self.read_textfile()
         if result.returncode != 0:
             return f"metrics unreadable: exit {result.returncode}: {result.stderr.strip()}"
         m = parse_metrics(result.stdout)
@@ -179,8 +188,8 @@ def report() -> Iterator[None]:
 
 def _drained_or_down(agent: Agent) -> bool:
     """The agent's metrics say drained, or the node no longer answers SSH (it is going down for a reboot)."""
-    result = agent.node.run(f"sudo cat {shlex.quote(agent.textfile)}")
-    if result.returncode == 255:
+    result = agent.read_textfile()  # once: the node may go down between two reads
+    if result.returncode == SSH_FAILED:
         return True
     assert result.returncode == 0, f"{NODE}: reading {agent.textfile} exited {result.returncode}: {result.stderr}"
     return parse_metrics(result.stdout).get(("gpu_health_node_drained", frozenset())) == 1
