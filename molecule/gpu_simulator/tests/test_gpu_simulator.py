@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 
 import pytest
 
@@ -34,6 +35,32 @@ def test_every_installed_module_says_stand_in(host):
     assert len(modules) >= 8
     for module in modules:
         assert host.file(module).content_string.startswith("# STAND-IN")
+
+
+# Run as nobody: every module's bytecode, where Python looks for it, readable and stamped with the module's mtime.
+_BYTECODE_CHECK = """
+import glob, importlib.util, os
+modules = sorted(glob.glob("/usr/local/lib/gpusim/gpusim/*.py"))
+for path in modules:
+    try:
+        with open(importlib.util.cache_from_source(path), "rb") as handle:
+            header = handle.read(16)
+    except OSError as err:
+        print(path, err)
+        continue
+    if header[8:12] != (int(os.stat(path).st_mtime) & 0xFFFFFFFF).to_bytes(4, "little"):
+        print(path, "stale bytecode")
+print("checked", len(modules))
+"""
+
+
+def test_every_module_has_current_bytecode_that_every_user_can_read(host):
+    """Compiled by the role, readable by all: a tool run by a non-root user (the lab workload's nvidia-smi, every
+    second) loads the bytecode instead of compiling the module again on every call."""
+    out = host.check_output(f"runuser -u nobody -- python3 -c {shlex.quote(_BYTECODE_CHECK)}")
+    lines = out.splitlines()
+    assert lines[:-1] == [], lines
+    assert int(lines[-1].split()[1]) >= 8, out
 
 
 def test_nvidia_smi_lists_eight_h100(host):

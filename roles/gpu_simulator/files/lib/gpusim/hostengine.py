@@ -100,22 +100,7 @@ def apply_injection(config: st.Config, gpu_id: int, field: int, value: float) ->
 
 
 def _view_record(view: st.GpuView) -> dict[str, Any]:
-    return {
-        "gpu": view.gpu,
-        "profile": view.profile,
-        "processes": view.processes,
-        "util": view.util,
-        "memory_util": view.memory_util,
-        "memory_used": view.memory_used,
-        "temperature": view.temperature,
-        "memory_temperature": view.memory_temperature,
-        "power": view.power,
-        "energy_mj": view.energy_mj,
-        "clock_sm": view.clock_sm,
-        "clock_mem": view.clock_mem,
-        "clock_video": view.clock_video,
-        "persistence": view.persistence,
-    }
+    return view._asdict()
 
 
 def local_snapshot(config: st.Config) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 from gpusim import state as st
@@ -687,7 +686,7 @@ def run(argv: list[str]) -> Output:
     data = st.load_state(config)
     # The loaded driver (the one installed at the last boot), not the installed one: after an upgrade it differs
     # until the node reboots, as on a real node.
-    config = replace(config, driver_version=st.loaded_driver_version(config, data))
+    config = config._replace(driver_version=st.loaded_driver_version(config, data))
     if not data["gpus"]:
         return out.fail(RC_NOT_FOUND, "No devices were found")
     views = _select(st.compute_view(config, data), opts.get("id"))

@@ -19,9 +19,8 @@ import os
 import stat
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = [
     "PROFILES",
@@ -136,8 +135,7 @@ class StateError(Exception):
     """The state cannot be read or written (bad configuration, permissions)."""
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(NamedTuple):
     """Where things are and how many GPUs of which profile a node has."""
 
     state_path: Path
@@ -419,8 +417,7 @@ def persistenced_running(config: Config) -> bool:
 # Derived values
 
 
-@dataclass
-class GpuView:
+class GpuView(NamedTuple):
     """One GPU as the tools see it at one instant: the saved record plus values derived from time and load."""
 
     gpu: dict[str, Any]
@@ -438,8 +435,10 @@ class GpuView:
     clock_video: int
     persistence: bool
 
+    # A NamedTuple rather than a dataclass: importing dataclasses is a fifth of each tool call's start-up. The GPU's
+    # index is the name every tool reads, so it shadows tuple.index (which nothing here calls).
     @property
-    def index(self) -> int:
+    def index(self) -> int:  # type: ignore[override]
         return int(self.gpu["index"])
 
     @property
