@@ -85,8 +85,11 @@ class Agent:
         """The agent's metrics file as read over SSH (never raises: exit 255 when the node does not answer)."""
         return self.node.run(f"sudo cat {shlex.quote(self.textfile)}")
 
-    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-        result = self.read_textfile()
+    def metrics(
+        self, read: subprocess.CompletedProcess[str] | None = None
+    ) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """The agent's metrics, from ``read`` (a read_textfile() already made) or a fresh read; a failed read fails."""
+        result = read if read is not None else self.read_textfile()
         assert result.returncode == 0, (
             f"{self.node.name}: reading {self.textfile} exited {result.returncode}: {result.stderr}"
         )
@@ -191,8 +194,7 @@ def _drained_or_down(agent: Agent) -> bool:
     result = agent.read_textfile()  # once: the node may go down between two reads
     if result.returncode == SSH_FAILED:
         return True
-    assert result.returncode == 0, f"{NODE}: reading {agent.textfile} exited {result.returncode}: {result.stderr}"
-    return parse_metrics(result.stdout).get(("gpu_health_node_drained", frozenset())) == 1
+    return agent.metrics(result).get(("gpu_health_node_drained", frozenset())) == 1
 
 
 def _wait_back(agent: Agent) -> None:

@@ -99,12 +99,8 @@ def apply_injection(config: st.Config, gpu_id: int, field: int, value: float) ->
     return ""
 
 
-def _view_record(view: st.GpuView) -> dict[str, Any]:
-    return view._asdict()
-
-
 def local_snapshot(config: st.Config) -> list[dict[str, Any]]:
-    return [_view_record(view) for view in st.compute_view(config, st.load_state(config))]
+    return [view._asdict() for view in st.compute_view(config, st.load_state(config))]
 
 
 def views_from_snapshot(records: list[dict[str, Any]]) -> list[st.GpuView]:
