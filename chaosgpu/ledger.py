@@ -13,7 +13,10 @@ and a transient systemd timer ``chaosgpu-revert-<id>.timer`` (``systemd-run --on
 
 Round trips: an apply is one transport call (one shell script on stdin writes the revert script and the entry,
 arms the timer, then injects; an inject that fails is reverted at once in the same call), a revert is one call,
-and reading or cleaning the ledgers of N hosts is one parallel fan-out (``Transport.run_many``).
+and reading or cleaning the ledgers of N hosts, or reverting a run's faults on them (a rollback), is one parallel
+fan-out (``Transport.run_many``). The scripts keep forks down (bash builtins for the clock and the tests; an empty
+output file is not piped through base64): on a host, a fork and exec is a millisecond of CPU, and a game day's
+fan-outs run them on every host at once.
 
 The revert script takes the fault's lock, and does nothing when the entry is gone: the timer, a rollback and
 ``chaosgpu cleanup`` may all call it, and the revert runs once. The apply holds the same lock from before the
@@ -59,6 +62,7 @@ __all__ = [
     "FaultPlan",
     "FaultRecord",
     "HostCleanup",
+    "HostRevert",
     "LedgerConfig",
     "LedgerError",
     "LedgerScan",
@@ -67,12 +71,14 @@ __all__ = [
     "build_cleanup_script",
     "build_revert_call",
     "build_revert_script",
+    "build_run_revert_script",
     "build_status_script",
     "cleanup",
     "current_run_id",
     "list_faults",
     "new_fault_id",
     "revert_fault",
+    "revert_run_faults",
     "scan_ledgers",
 ]
 
@@ -80,7 +86,8 @@ DEFAULT_LEDGER_DIR = "/var/lib/chaosgpu/faults"
 
 # The remote command of every ledger call: the script comes on stdin and runs as root, through sudo when the
 # transport logs in as someone else. -n: fail at once instead of prompting for a password nobody will type.
-ROOT_SHELL = 'if [ "$(id -u)" -eq 0 ]; then exec bash -s; else exec sudo -n bash -s; fi'
+# bash's $EUID spares a fork of id(1); another login shell (dash) asks id.
+ROOT_SHELL = 'if [ "${EUID:-$(id -u)}" -eq 0 ]; then exec bash -s; else exec sudo -n bash -s; fi'
 
 _LEDGER_DIR = re.compile(r"/[A-Za-z0-9_./-]*")
 _KIND = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")
@@ -161,7 +168,8 @@ class FaultRecord:
 
     ``state``: ``active`` (timer armed, deadline ahead), ``overdue`` (deadline passed, entry still there),
     ``unarmed`` (deadline ahead but no timer: the host rebooted, or someone stopped it), ``busy`` (an apply or a
-    revert holds its lock right now), ``failed`` (a revert ran and failed; ``failure`` holds its status and output).
+    revert holds its lock right now), ``failed`` (a revert ran and failed; ``failure`` holds its status and output),
+    ``reverted`` (what revert_run_faults returns: the entry as it was, now gone from the ledger).
     """
 
     host: str
@@ -312,7 +320,11 @@ _q = shlex.quote
 # empty), whatever else the commands print.
 _FUNCTIONS = rf"""
 emit() {{ printf '{_MARK} %s\n' "$*"; }}
-b64_file() {{ local s; s=$(tail -c {_OUTPUT_TAIL} -- "$1" 2>/dev/null | base64 -w0); printf '%s' "${{s:--}}"; }}
+b64_file() {{
+  local s=
+  [ -s "$1" ] && s=$(tail -c {_OUTPUT_TAIL} -- "$1" 2>/dev/null | base64 -w0)
+  printf '%s' "${{s:--}}"
+}}
 b64_text() {{ local s; s=$(printf '%s' "$1" | tail -c {_OUTPUT_TAIL} | base64 -w0); printf '%s' "${{s:--}}"; }}
 """
 
@@ -390,8 +402,8 @@ if [ ! -e "$base.json" ]; then
   exit 0
 fi
 out="$base.revert-output"
-(umask 022 && export CHAOSGPU_FAULT_ID="$ID" && exec timeout "$REVERT_TIMEOUT" bash -c "$REVERT") \\
-  </dev/null >"$out" 2>&1 9>&-
+CHAOSGPU_FAULT_ID="$ID" timeout "$REVERT_TIMEOUT" bash -c "umask 022
+$REVERT" </dev/null >"$out" 2>&1 9>&-
 rc=$?
 if [ "$rc" -ne 0 ]; then
   {{ printf 'rc %s\\nat %s\\n' "$rc" "$(date +%s)"; tail -c 16384 -- "$out"; }} >"$base.failed.tmp" 9>&-
@@ -402,7 +414,7 @@ if [ "$rc" -ne 0 ]; then
   echo "{_MARK} failed $ID $rc"
   exit "$rc"
 fi
-cat -- "$out"
+[ -s "$out" ] && cat -- "$out"
 "$SYSTEMCTL" stop "$unit.timer" </dev/null >/dev/null 2>&1 9>&-
 rm -f -- "$base.json"
 rm -f -- "$base.failed" "$out" "$base.revert" "$base.lock"
@@ -438,20 +450,22 @@ def build_apply_script(plan: FaultPlan, config: LedgerConfig | None = None) -> s
     }
     entry_head = json.dumps(entry)[:-1] + ", "  # the host adds created/deadline on its own clock
     revert_script = build_revert_script(fault_id, kind, revert, config, plan.description)
-    revert_b64 = base64.b64encode(revert_script.encode()).decode()
     return (
         f"# chaosgpu: apply fault {fault_id} ({kind}) with a deadline of {duration_s} s\n"
         + _prelude(config)
         + f"ID={_q(fault_id)}\nKIND={_q(kind)}\nDURATION={duration_s}\n"
         + f"INJECT={_q(inject)}\nINJECT_TIMEOUT={config.inject_timeout_s}\n"
-        + f"ENTRY_HEAD={_q(entry_head)}\nREVERT_SCRIPT_B64={_q(revert_b64)}\n"
+        + f"ENTRY_HEAD={_q(entry_head)}\nREVERT_SCRIPT={_q(revert_script)}\n"
         + _FUNCTIONS
         + r"""
 # The connection may drop (the fault may be the cause): finish the job, revert included, without it.
 trap '' HUP PIPE
 
+# utc_iso VAR EPOCH: sets VAR to EPOCH as ISO 8601 UTC (TZ is UTC in here only, the inject keeps the host's).
+utc_iso() { local TZ=UTC; printf -v "$1" '%(%Y-%m-%dT%H:%M:%SZ)T' "$2"; }
+
 apply() {
-  local tool base created deadline rc rrc
+  local tool base created deadline created_iso deadline_iso entry armed rc rrc
   for tool in "$SYSTEMD_RUN" flock timeout base64; do
     if ! command -v "$tool" >/dev/null 2>&1; then
       echo "no $tool on this host: the deadline cannot be enforced, so the fault is not injected" >&2
@@ -475,39 +489,40 @@ apply() {
   flock -n 9 || { echo "fault $ID: $base.lock is held by someone else" >&2; return 10; }
 
   # 1. The revert script, then the entry: on disk before anything changes.
-  if ! { printf '%s' "$REVERT_SCRIPT_B64" | base64 -d >"$base.revert.tmp" && chmod 0700 -- "$base.revert.tmp" &&
+  if ! { printf '%s' "$REVERT_SCRIPT" >"$base.revert.tmp" && chmod 0700 -- "$base.revert.tmp" &&
          mv -f -- "$base.revert.tmp" "$base.revert"; }; then
     echo "cannot write $base.revert" >&2
     rm -f -- "$base.revert.tmp" "$base.revert" "$base.lock"
     return 11
   fi
-  created=$(date +%s)
+  # bash's printf reads the clock and formats it: no date(1) to fork.
+  printf -v created '%(%s)T' -1
   deadline=$((created + DURATION))
-  if ! { printf '%s"created": %s, "created_iso": "%s", "deadline": %s, "deadline_iso": "%s"}\n' "$ENTRY_HEAD" \
-           "$created" "$(date -u -d "@$created" +%Y-%m-%dT%H:%M:%SZ)" \
-           "$deadline" "$(date -u -d "@$deadline" +%Y-%m-%dT%H:%M:%SZ)" >"$base.json.tmp" &&
-         mv -f -- "$base.json.tmp" "$base.json"; }; then
+  utc_iso created_iso "$created"
+  utc_iso deadline_iso "$deadline"
+  printf -v entry '%s"created": %s, "created_iso": "%s", "deadline": %s, "deadline_iso": "%s"}' "$ENTRY_HEAD" \
+    "$created" "$created_iso" "$deadline" "$deadline_iso"
+  if ! { printf '%s\n' "$entry" >"$base.json.tmp" && mv -f -- "$base.json.tmp" "$base.json"; }; then
     echo "cannot write $base.json" >&2
     rm -f -- "$base.json.tmp" "$base.json" "$base.revert" "$base.lock"
     return 11
   fi
 
   # 2. The deadline, enforced by the host: a transient timer that runs the revert script.
-  if ! "$SYSTEMD_RUN" --unit "chaosgpu-revert-$ID" --on-active="$DURATION" --timer-property=AccuracySec=1s \
+  if ! armed=$("$SYSTEMD_RUN" --unit "chaosgpu-revert-$ID" --on-active="$DURATION" --timer-property=AccuracySec=1s \
        --collect --quiet --description "chaosgpu: revert fault $ID ($KIND) at its deadline" \
-       "$base.revert" </dev/null >"$base.arm-output" 2>&1 9>&-; then
+       "$base.revert" </dev/null 2>&1 9>&-); then
     echo "cannot arm the deadline timer chaosgpu-revert-$ID, so the fault is not injected:" >&2
-    cat -- "$base.arm-output" >&2
-    rm -f -- "$base.arm-output" "$base.json" "$base.revert" "$base.lock"
+    printf '%s\n' "$armed" >&2
+    rm -f -- "$base.json" "$base.revert" "$base.lock"
     return 11
   fi
-  rm -f -- "$base.arm-output"
-  emit entry "$(b64_file "$base.json")"
+  # The entry as written: one line of JSON (ensure_ascii), the rest of the marker line.
+  emit entry "$entry"
 
   # 3. Only now the fault.
-  (umask 022 && export CHAOSGPU_FAULT_ID="$ID" && exec timeout "$INJECT_TIMEOUT" bash -c "$INJECT") \
-    </dev/null >"$base.inject-stdout" \
-    2>"$base.inject-stderr" 9>&-
+  CHAOSGPU_FAULT_ID="$ID" timeout "$INJECT_TIMEOUT" bash -c "umask 022
+$INJECT" </dev/null >"$base.inject-stdout" 2>"$base.inject-stderr" 9>&-
   rc=$?
   emit inject "$rc" "$(b64_file "$base.inject-stdout")" "$(b64_file "$base.inject-stderr")"
   rm -f -- "$base.inject-stdout" "$base.inject-stderr"
@@ -545,20 +560,19 @@ def build_status_script(config: LedgerConfig | None = None) -> str:
     return _prelude(config) + _FUNCTIONS + _LIST_LEDGER + "list_ledger\n"
 
 
-def build_cleanup_script(config: LedgerConfig | None = None) -> str:
-    """The script that reverts every fault in a host's ledger, newest first, then lists what is left."""
-    config = config or LedgerConfig()
-    return (
-        _prelude(config)
-        + _FUNCTIONS
-        + _LIST_LEDGER
-        + r"""
-revert_all() {
-  local entry id script out rc
+# Reverts, newest first (like undoing), the faults whose entry holds both $MATCH_RUN and $MATCH_KIND (an empty
+# one matches any entry). Per fault one marker: ``reverted <id> <entry JSON>``, ``absent <id>`` (reverted meanwhile
+# by its timer or another caller), or ``revert-failed <id> <rc> <b64 output>``. Ids never hold white space.
+_REVERT_MATCHING = r"""
+revert_matching() {
+  local entry id line script out rc
   [ -d "$LEDGER_DIR" ] || return 0
-  # Newest first, like undoing; ids never hold white space.
   for entry in $(ls -1t -- "$LEDGER_DIR"/*.json 2>/dev/null); do
-    id=$(basename -- "$entry" .json)
+    line=
+    read -r line <"$entry"
+    [[ $line == *"$MATCH_RUN"* && $line == *"$MATCH_KIND"* ]] || continue
+    id=${entry##*/}
+    id=${id%.json}
     script="$LEDGER_DIR/$id.revert"
     if [ -x "$script" ]; then
       out=$("$script" </dev/null 2>&1)
@@ -567,8 +581,55 @@ revert_all() {
       out="$entry is in the ledger but $script is missing"
       rc=127
     fi
-    if [ "$rc" -eq 0 ]; then emit reverted "$id"; else emit revert-failed "$id" "$rc" "$(b64_text "$out")"; fi
+    if [ "$rc" -ne 0 ]; then
+      emit revert-failed "$id" "$rc" "$(b64_text "$out")"
+    elif [[ $out == *"@MARK@ absent $id"* ]]; then
+      emit absent "$id"
+    else
+      emit reverted "$id" "$line"
+    fi
   done
+}
+""".replace("@MARK@", _MARK)
+
+
+def _entry_match(key: str, value: str) -> str:
+    """What an entry written by build_apply_script holds for ``key`` = ``value`` (a key other than the last).
+
+    Exact: the entry is json.dumps output, in which a quote inside a string value is always escaped, so
+    ``"key": "value", `` can only be that key with that value."""
+    return f"{json.dumps(key)}: {json.dumps(value)}, "
+
+
+def build_run_revert_script(run_id: str, kind: str = "", config: LedgerConfig | None = None) -> str:
+    """The script that reverts, newest first, the faults of run ``run_id`` (only those of ``kind`` when given)."""
+    config = config or LedgerConfig()
+    if not isinstance(run_id, str) or not run_id:
+        raise LedgerError(f"run_id must be a non-empty string, got {run_id!r}")
+    match_kind = _entry_match("kind", _check_kind(kind)) if kind else ""
+    return (
+        _prelude(config)
+        + f"MATCH_RUN={_q(_entry_match('run_id', run_id))}\nMATCH_KIND={_q(match_kind)}\n"
+        + _FUNCTIONS
+        + _REVERT_MATCHING
+        + "revert_matching\n"
+    )
+
+
+def build_cleanup_script(config: LedgerConfig | None = None) -> str:
+    """The script that reverts every fault in a host's ledger, newest first, then lists what is left."""
+    config = config or LedgerConfig()
+    return (
+        _prelude(config)
+        + "MATCH_RUN=\nMATCH_KIND=\n"
+        + _FUNCTIONS
+        + _LIST_LEDGER
+        + _REVERT_MATCHING
+        + r"""
+revert_all() {
+  local script
+  revert_matching
+  [ -d "$LEDGER_DIR" ] || return 0
   # Revert scripts whose entry is gone (an apply interrupted between the two writes): they remove themselves.
   for script in "$LEDGER_DIR"/*.revert; do
     [ -x "$script" ] && [ ! -e "${script%.revert}.json" ] && "$script" </dev/null >/dev/null 2>&1
@@ -595,6 +656,13 @@ def _b64(value: str) -> str:
 
 def _markers(stdout: str) -> list[list[str]]:
     return [line.split()[1:] for line in stdout.splitlines() if line.startswith(_MARK + " ")]
+
+
+def _marker_rest(stdout: str, name: str) -> str:
+    """What follows ``<mark> <name> `` on the last such line (a value with spaces: one line of JSON), or ""."""
+    prefix = f"{_MARK} {name} "
+    found = [line.removeprefix(prefix) for line in stdout.splitlines() if line.startswith(prefix)]
+    return found[-1] if found else ""
 
 
 def _record(host: str, entry: Mapping[str, Any], **extra: Any) -> FaultRecord:
@@ -645,6 +713,34 @@ def _parse_ledger(host: str, stdout: str) -> list[FaultRecord]:
     return sorted(records, key=lambda record: record.created)
 
 
+@dataclass(frozen=True)
+class _Reverts:
+    """The markers of revert_matching: (id, entry JSON) reverted, ids already gone, id -> (rc, output) failed."""
+
+    reverted: list[tuple[str, str]]
+    absent: list[str]
+    failed: dict[str, tuple[int, str]]
+
+
+def _parse_reverts(stdout: str) -> _Reverts:
+    reverted: list[tuple[str, str]] = []
+    absent: list[str] = []
+    failed: dict[str, tuple[int, str]] = {}
+    for line in stdout.splitlines():
+        if not line.startswith(_MARK + " "):
+            continue
+        fields = line.split(" ", 3)  # mark, what, id, rest (an entry's JSON has spaces)
+        if fields[1] == "reverted" and len(fields) == 4:  # noqa: PLR2004
+            reverted.append((fields[2], fields[3]))
+        elif fields[1] == "absent" and len(fields) == 3:  # noqa: PLR2004
+            absent.append(fields[2])
+        elif fields[1] == "revert-failed" and len(fields) == 4:  # noqa: PLR2004
+            rc, _, output = fields[3].partition(" ")
+            said = "\n".join(text for text in _b64(output).splitlines() if not text.startswith(_MARK))
+            failed[fields[2]] = (int(rc), _tail(said))
+    return _Reverts(reverted, absent, failed)
+
+
 def _tail(text: str, limit: int = 2000) -> str:
     text = text.strip()
     return text if len(text) <= limit else "…" + text[-limit:]
@@ -690,7 +786,8 @@ def apply_fault(  # noqa: PLR0913 - the issue's seven parameters, then keyword-o
         host, ROOT_SHELL, timeout=config.inject_timeout_s + config.revert_timeout_s + 60, stdin=script
     )
     marks = {fields[0]: fields[1:] for fields in _markers(result.stdout) if fields}
-    entry = json.loads(_b64(marks["entry"][0])) if marks.get("entry") else None
+    entry_line = _marker_rest(result.stdout, "entry")
+    entry = json.loads(entry_line) if entry_line else None
     inject_says = _tail(_b64(marks["inject"][2])) if len(marks.get("inject", [])) == 3 else ""  # noqa: PLR2004
     where = f"{host.name}: fault {fault_id} ({kind})"
     if result.rc == 0 and entry is not None:
@@ -741,13 +838,57 @@ def revert_fault(transport: Transport, host: Host, fault_id: str, *, config: Led
     if result.rc == 0 and outcome in ("reverted", "absent"):
         return outcome == "reverted"
     where = f"{host.name}: fault {fault_id}"
-    if outcome == "failed":
-        raise LedgerError(
-            f"{where}: revert exited {result.rc}; the entry stays, marked failed: {_tail(result.stderr)}", result
-        )
-    if outcome == "busy":
-        raise LedgerError(f"{where}: not reverted, its lock stayed held: {_tail(result.stderr)}", result)
+    if outcome in ("failed", "busy"):
+        raise LedgerError(_revert_failed(where, result.rc, _tail(result.stderr)), result)
     raise LedgerError(f"{where}: revert could not run, the call {_unreachable(result)}", result)
+
+
+def _revert_failed(where: str, rc: int, said: str) -> str:
+    if rc == _REVERT_BUSY:
+        return f"{where}: not reverted, its lock stayed held: {said}"
+    return f"{where}: revert exited {rc}; the entry stays, marked failed: {said}"
+
+
+@dataclass(frozen=True)
+class HostRevert:
+    """What revert_run_faults did on one host: the faults it reverted, and why others were not (messages naming
+    the host and the fault); ``error`` when the host could not be reached (its faults revert at their deadlines)."""
+
+    host: str
+    reverted: list[FaultRecord] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    error: str | None = None
+
+
+def revert_run_faults(
+    transport: Transport,
+    hosts: Sequence[Host],
+    run_id: str,
+    kind: str = "",
+    *,
+    config: LedgerConfig | None = None,
+) -> dict[str, HostRevert]:
+    """Revert now the faults of run ``run_id`` (only those of ``kind`` when given) on ``hosts``, newest first on each
+    host: one transport call per host, all hosts in parallel. Faults of other runs are left alone. Never raises
+    for a host: each host's HostRevert says what was reverted, what failed and whether the host answered."""
+    config = config or LedgerConfig()
+    if not hosts:
+        return {}
+    timeout = config.lock_wait_s + config.revert_timeout_s + 30
+    script = build_run_revert_script(run_id, kind, config)
+    results = transport.run_many(hosts, ROOT_SHELL, timeout=timeout, stdin=script)
+    report: dict[str, HostRevert] = {}
+    for host in hosts:
+        result = results.get(host.name)
+        reverts = _parse_reverts(result.stdout if result is not None else "")
+        reverted = [_record(host.name, json.loads(line), state="reverted") for _, line in reverts.reverted]
+        failed = [_revert_failed(f"{host.name}: fault {i}", rc, said) for i, (rc, said) in reverts.failed.items()]
+        error = None
+        if result is None or result.rc != 0:
+            why = "no result" if result is None else _unreachable(result)
+            error = f"{host.name}: cannot revert the faults of run {run_id}: {why} (they revert at their deadlines)"
+        report[host.name] = HostRevert(host.name, reverted, failed, error)
+    return report
 
 
 def scan_ledgers(transport: Transport, hosts: Sequence[Host], *, config: LedgerConfig | None = None) -> LedgerScan:
@@ -803,14 +944,10 @@ def cleanup(
         if result is None or result.rc != 0:
             report[host.name] = HostCleanup(host.name, error="no result" if result is None else _unreachable(result))
             continue
-        reverted: list[str] = []
-        failed: dict[str, str] = {}
-        for fields in _markers(result.stdout):
-            if fields[0] == "reverted" and len(fields) == 2:  # noqa: PLR2004
-                reverted.append(fields[1])
-            elif fields[0] == "revert-failed" and len(fields) == 4:  # noqa: PLR2004
-                said = "\n".join(line for line in _b64(fields[3]).splitlines() if not line.startswith(_MARK))
-                failed[fields[1]] = f"exited {fields[2]}: {_tail(said)}"
+        reverts = _parse_reverts(result.stdout)
+        # Found already gone counts as reverted: nothing of it is left.
+        reverted = [fault_id for fault_id, _ in reverts.reverted] + reverts.absent
+        failed = {fault_id: f"exited {rc}: {said}" for fault_id, (rc, said) in reverts.failed.items()}
         try:
             left = _parse_ledger(host.name, result.stdout)
         except (ValueError, KeyError, TypeError) as err:

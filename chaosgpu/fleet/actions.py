@@ -1,13 +1,12 @@
 """Rollback actions: revert the faults chaosgpu put on the fleet."""
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from chaoslib.exceptions import ActivityFailed
 from chaoslib.types import Configuration, Secrets
 
 from chaosgpu.activity import get_transport, record_dict, targets
-from chaosgpu.ledger import cleanup, current_run_id, list_faults, revert_fault
+from chaosgpu.ledger import cleanup, current_run_id, revert_run_faults
 
 __all__ = ["revert_all_faults", "revert_faults"]
 
@@ -22,32 +21,10 @@ def revert_faults(
     ``kind``), as a rollback: faults of other runs are left to their own deadlines. Returns the faults reverted;
     fails naming every fault whose revert failed (those stay in the ledger and still revert at their deadline)."""
     plan = targets(configuration, pattern, guard=False)
-    transport = get_transport()
-    run_id = current_run_id()
-    by_name = {h.name: h for h in plan.hosts}
-
-    def revert_host(host_name: str, faults: list[Any]) -> tuple[list[dict[str, Any]], list[str]]:
-        """One host's faults of this run, newest first (a fault may build on an older one of the same host)."""
-        done: list[dict[str, Any]] = []
-        failed: list[str] = []
-        for fault in reversed(faults):
-            if fault.run_id != run_id or (kind and fault.kind != kind):
-                continue
-            try:
-                if revert_fault(transport, by_name[host_name], fault.id):
-                    done.append(record_dict(fault))
-            except ActivityFailed as err:
-                failed.append(str(err))
-        return done, failed
-
-    # Hosts side by side: reverting N hosts takes about as long as one.
-    listed = list_faults(transport, list(plan.hosts))
-    reverted: list[dict[str, Any]] = []
-    errors: list[str] = []
-    with ThreadPoolExecutor(max_workers=max(1, min(32, len(listed)))) as pool:
-        for done, failed in pool.map(lambda item: revert_host(*item), listed.items()):
-            reverted += done
-            errors += failed
+    # One call per host, hosts side by side: reverting N hosts takes about as long as one.
+    report = revert_run_faults(get_transport(), list(plan.hosts), current_run_id(), kind)
+    reverted = [record_dict(record) for host in report.values() for record in host.reverted]
+    errors = [message for host in report.values() for message in ([host.error] if host.error else []) + host.failed]
     if errors:
         raise ActivityFailed("revert_faults: " + "; ".join(errors))
     return reverted

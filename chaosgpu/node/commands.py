@@ -189,7 +189,7 @@ mapfile -t units < <(grep -v '^$' "$state")
 # what the fault changed, so the limit's failed state is cleared first.
 [ "${#units[@]}" -eq 0 ] || systemctl reset-failed -- "${units[@]}" 2>/dev/null || true
 if [ "${#units[@]}" -gt 0 ] && ! systemctl start -- "${units[@]}"; then
-  echo "could not start ${units[*]} again on $(hostname)" >&2
+  echo "could not start ${units[*]} again on $HOSTNAME" >&2
   exit 1
 fi
 rm -f -- "$state"
@@ -203,7 +203,7 @@ _FILL_FILE = 'file="$dir/chaosgpu-$CHAOSGPU_FAULT_ID"\n'
 _REQUIRE_LOADED = rf"""
 load=$(systemctl show -p LoadState --value -- "$unit" 2>/dev/null)
 if [ "$load" != loaded ]; then
-  echo "$unit is not a loaded unit on $(hostname) (LoadState=${{load:-unknown}})" >&2
+  echo "$unit is not a loaded unit on $HOSTNAME (LoadState=${{load:-unknown}})" >&2
   exit {_REFUSE}
 fi
 mkdir -p -m 0700 -- "$state_dir" || exit 1
@@ -233,7 +233,7 @@ rc=0
 systemctl stop -- "$unit" || rc=$?
 after=$({_RUNNING_SERVICES})
 comm -23 <(printf '%s\n' "$before") <(printf '%s\n' "$after") | grep -vxF -e "$unit" -e '' >>"$state"
-echo "stopped $unit on $(hostname) (it was $was); to start again: $(tr '\n' ' ' <"$state")"
+echo "stopped $unit on $HOSTNAME (it was $was); to start again: $(tr '\n' ' ' <"$state")"
 exit "$rc"
 """
     )
@@ -252,12 +252,12 @@ def kill_service_commands(unit: str, signal: str, state_dir: str = STATE_DIR) ->
 was=$(systemctl show -p ActiveState --value -- "$unit")
 pid=$(systemctl show -p MainPID --value -- "$unit")
 if [ "$was" != active ] || [ "${{pid:-0}}" -le 0 ]; then
-  echo "$unit on $(hostname) is $was with no main process: nothing to kill" >&2
+  echo "$unit on $HOSTNAME is $was with no main process: nothing to kill" >&2
   exit {_REFUSE}
 fi
 printf '%s\n' "$unit" >"$state"
 systemctl kill --kill-who=main --signal="$signal" -- "$unit" || exit 1
-echo "sent $signal to $unit's main process $pid on $(hostname)"
+echo "sent $signal to $unit's main process $pid on $HOSTNAME"
 """
     )
     revert = _assign(state_dir=state_dir) + _STATE + _START_RECORDED
@@ -291,13 +291,13 @@ for p in $(pgrep $full -- "$pattern"); do
   pids+=("$p")
 done
 if [ "${{#pids[@]}}" -eq 0 ]; then
-  echo "no process on $(hostname) matches pgrep $full '$pattern'" >&2
+  echo "no process on $HOSTNAME matches pgrep $full '$pattern'" >&2
   exit {_REFUSE}
 fi
 for p in "${{pids[@]}}"; do
   name=$(ps -o comm= -p "$p" 2>/dev/null) || continue
   if [ "$p" -eq 1 ] || [ "$name" = sshd ] || [[ "$name" == systemd* ]]; then
-    echo "refused on $(hostname): '$pattern' matches $name (pid $p); chaosgpu never kills sshd, systemd or PID 1" >&2
+    echo "refused on $HOSTNAME: '$pattern' matches $name (pid $p); chaosgpu never kills sshd, systemd or PID 1" >&2
     exit {_REFUSE}
   fi
 done
@@ -316,10 +316,10 @@ for p in "${{pids[@]}}"; do
   kill -s "$signal" "$p" 2>/dev/null && killed+=("$p ($name)")
 done
 if [ "${{#killed[@]}}" -eq 0 ]; then
-  echo "the processes matching '$pattern' on $(hostname) were gone before the signal" >&2
+  echo "the processes matching '$pattern' on $HOSTNAME were gone before the signal" >&2
   exit {_REFUSE}
 fi
-echo "sent SIG$signal on $(hostname) to ${{killed[*]}}; to start again: $(tr '\n' ' ' <"$state")"
+echo "sent SIG$signal on $HOSTNAME to ${{killed[*]}}; to start again: $(tr '\n' ' ' <"$state")"
 """
     )
     revert = _assign(state_dir=state_dir) + _STATE + _START_RECORDED
@@ -403,7 +403,7 @@ avail_kb=$(awk '/^MemAvailable:/ {{print $2}}' "$meminfo")
 left_kb=$((avail_kb - amount * 1024))
 if [ "$left_kb" -lt $((min_available_mb * 1024)) ] ||
    [ $((left_kb * 1000000)) -lt $((total_kb * min_available_ppm)) ]; then
-  echo "refused on $(hostname): holding $amount MiB would leave $((left_kb / 1024)) MiB of $((total_kb / 1024)) MiB" \
+  echo "refused on $HOSTNAME: holding $amount MiB would leave $((left_kb / 1024)) MiB of $((total_kb / 1024)) MiB" \
        "available, below the margin ($margin)" >&2
   exit {_REFUSE}
 fi
@@ -420,18 +420,18 @@ fi
         + _STRESS_UNIT
         + rf"""
 if ! command -v python3 >/dev/null 2>&1; then
-  echo "no python3 on $(hostname): chaosgpu's load generator runs on python3" >&2
+  echo "no python3 on $HOSTNAME: chaosgpu's load generator runs on python3" >&2
   exit {_REFUSE}
 fi
 if ! command -v systemd-run >/dev/null 2>&1; then
-  echo "no systemd-run on $(hostname): the load runs as a transient systemd service" >&2
+  echo "no systemd-run on $HOSTNAME: the load runs as a transient systemd service" >&2
   exit {_REFUSE}
 fi
 """
         + (check_memory if mode == "memory" else "")
         + run
-        + r""" || { echo "the load unit $unit did not start on $(hostname)" >&2; exit 1; }
-echo "started $unit on $(hostname): main process $(systemctl show -p MainPID --value -- "$unit")"
+        + r""" || { echo "the load unit $unit did not start on $HOSTNAME" >&2; exit 1; }
+echo "started $unit on $HOSTNAME: main process $(systemctl show -p MainPID --value -- "$unit")"
 """
     )
     revert = (
@@ -441,7 +441,7 @@ echo "started $unit on $(hostname): main process $(systemctl show -p MainPID --v
 systemctl stop -- "$unit" 2>/dev/null
 systemctl reset-failed -- "$unit" 2>/dev/null
 if systemctl is-active -q -- "$unit"; then
-  echo "$unit is still active on $(hostname)" >&2
+  echo "$unit is still active on $HOSTNAME" >&2
   exit 1
 fi
 exit 0
@@ -461,29 +461,30 @@ def fill_disk_commands(
         + _FILL_FILE
         + rf"""
 if [ ! -d "$dir" ]; then
-  echo "$dir is not a directory on $(hostname)" >&2
+  echo "$dir is not a directory on $HOSTNAME" >&2
   exit {_REFUSE}
 fi
 if ! command -v fallocate >/dev/null 2>&1; then
-  echo "no fallocate (util-linux) on $(hostname)" >&2
+  echo "no fallocate (util-linux) on $HOSTNAME" >&2
   exit {_REFUSE}
 fi
-if ! read -r size_kb avail_kb < <(df -k --output=size,avail -- "$dir" | tail -n 1) || [ -z "${{avail_kb:-}}" ]; then
-  echo "df cannot tell the free space of $dir on $(hostname)" >&2
+if ! {{ read -r _ && read -r size_kb avail_kb; }} < <(df -k --output=size,avail -- "$dir") ||
+   [ -z "${{avail_kb:-}}" ]; then
+  echo "df cannot tell the free space of $dir on $HOSTNAME" >&2
   exit {_REFUSE}
 fi
 left_kb=$((avail_kb - size_mb * 1024))
 if [ "$left_kb" -lt $((min_free_mb * 1024)) ] || [ $((left_kb * 1000000)) -lt $((size_kb * min_free_ppm)) ]; then
-  echo "refused on $(hostname): $size_mb MiB in $dir would leave $((left_kb / 1024)) MiB of $((size_kb / 1024))" \
+  echo "refused on $HOSTNAME: $size_mb MiB in $dir would leave $((left_kb / 1024)) MiB of $((size_kb / 1024))" \
        "MiB free, below the margin ($margin)" >&2
   exit {_REFUSE}
 fi
 if ! (umask 077 && fallocate -l "$((size_mb * 1048576))" -- "$file"); then
   rm -f -- "$file"
-  echo "fallocate of $size_mb MiB in $dir failed on $(hostname)" >&2
+  echo "fallocate of $size_mb MiB in $dir failed on $HOSTNAME" >&2
   exit 1
 fi
-echo "filled $file on $(hostname) with $size_mb MiB; $(( (avail_kb - size_mb * 1024) / 1024 )) MiB left free"
+echo "filled $file on $HOSTNAME with $size_mb MiB; $(( (avail_kb - size_mb * 1024) / 1024 )) MiB left free"
 """
     )
     revert = _assign(dir=path) + _FILL_FILE + 'rm -f -- "$file"\n'

@@ -475,6 +475,77 @@ def test_cleanup_removes_a_revert_script_whose_entry_was_never_written(root: Fak
     assert root.files() == []
 
 
+# --- reverting one run's faults (a rollback) ----------------------------------------------------------------------
+
+
+def _apply_for(root: FakeRoot, transport: BashTransport, run_id: str, kind: str, revert: str) -> ledger.FaultRecord:
+    return ledger.apply_fault(transport, HOST, kind, "true", revert, 30, config=root.config, run_id=run_id)
+
+
+def test_revert_run_faults_reverts_only_that_run_newest_first_in_one_call(root: FakeRoot) -> None:
+    transport = BashTransport()
+    order = _marker(root, "order")
+    first = _apply_for(root, transport, "run-1", "fill-disk", f"echo first >>{order}")
+    time.sleep(0.05)
+    second = _apply_for(root, transport, "run-1", "stop-service", f"echo second >>{order}")
+    # Run ids that share a prefix with run-1, or hold quotes, are other runs.
+    others = [_apply_for(root, transport, run, "fill-disk", "true") for run in ("run-10", 'run-1", x', "RUN-1")]
+    transport.calls.clear()
+
+    report = ledger.revert_run_faults(transport, [HOST], "run-1", config=root.config)
+
+    assert [call[0] for call in transport.calls] == ["run_many"]
+    node = report["gpu-node-1"]
+    assert [(r.id, r.kind, r.run_id, r.state) for r in node.reverted] == [
+        (second.id, "stop-service", "run-1", "reverted"),
+        (first.id, "fill-disk", "run-1", "reverted"),
+    ]
+    assert (node.reverted[1].created, node.reverted[1].deadline) == (first.created, first.deadline)
+    assert (node.failed, node.error) == ([], None)
+    assert root.lines("order") == ["second", "first"]
+    assert sorted(e["id"] for e in root.entries()) == sorted(o.id for o in others)
+
+
+def test_revert_run_faults_of_one_kind_leaves_the_others_of_the_run(root: FakeRoot) -> None:
+    transport = BashTransport()
+    disk = _apply_for(root, transport, "run-1", "fill-disk", "true")
+    service = _apply_for(root, transport, "run-1", "stop-service", "true")
+
+    report = ledger.revert_run_faults(transport, [HOST], "run-1", "fill-disk", config=root.config)
+
+    assert [r.id for r in report["gpu-node-1"].reverted] == [disk.id]
+    assert [e["id"] for e in root.entries()] == [service.id]
+
+
+def test_revert_run_faults_names_what_failed_and_the_host_it_could_not_reach(root: FakeRoot) -> None:
+    transport = BashTransport(down={"gpu-node-2"})
+    ok = _apply_for(root, transport, "run-1", "fill-disk", "true")
+    stuck = _apply_for(root, transport, "run-1", "fill-disk", "echo still mounted >&2; exit 9")
+
+    report = ledger.revert_run_faults(transport, [HOST, Host("gpu-node-2", "127.0.0.1")], "run-1", config=root.config)
+
+    node1 = report["gpu-node-1"]
+    assert [r.id for r in node1.reverted] == [ok.id]
+    [failed] = node1.failed
+    assert failed.startswith(f"gpu-node-1: fault {stuck.id}: revert exited 9; the entry stays, marked failed")
+    assert "still mounted" in failed
+    assert "@chaosgpu" not in failed
+    assert [e["id"] for e in root.entries()] == [stuck.id]
+    assert (root.ledger / f"{stuck.id}.failed").exists()
+    node2 = report["gpu-node-2"]
+    assert (node2.reverted, node2.failed) == ([], [])
+    assert "gpu-node-2: cannot revert the faults of run run-1: exited 255" in (node2.error or "")
+
+
+def test_revert_run_faults_refuses_an_empty_run_id_or_a_bad_kind(root: FakeRoot) -> None:
+    transport = BashTransport()
+    with pytest.raises(LedgerError, match="run_id must be a non-empty string"):
+        ledger.revert_run_faults(transport, [HOST], "", config=root.config)
+    with pytest.raises(LedgerError, match="kind must be lower-case"):
+        ledger.revert_run_faults(transport, [HOST], "run-1", "Fill Disk", config=root.config)
+    assert transport.calls == []
+
+
 # --- running as root ----------------------------------------------------------------------------------------------
 
 
@@ -504,17 +575,30 @@ def test_root_shell_goes_through_sudo_only_for_other_users(tmp_path: Path, uid: 
     assert (log.read_text().strip() if log.exists() else None) == sudo
 
 
+def test_root_shell_under_bash_reads_euid_and_never_forks_id(tmp_path: Path) -> None:
+    env = _fake_id_and_sudo(tmp_path, 0 if os.geteuid() else 1000)  # an id(1) that would lie, and log if run
+    (tmp_path / "idbin" / "id").write_text(f"#!/bin/sh\ntouch {shlex.quote(str(tmp_path / 'id-ran'))}\necho 1\n")
+    done = subprocess.run(
+        ["bash", "-c", ledger.ROOT_SHELL], input="echo ok\n", capture_output=True, text=True, env=env, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "ok\n")
+    assert not (tmp_path / "id-ran").exists()
+    assert (tmp_path / "sudo.log").exists() == (os.geteuid() != 0)
+
+
 def test_every_call_sends_root_shell_with_the_script_on_stdin(root: FakeRoot) -> None:
     transport = BashTransport()
     record = _apply(root, transport, "true", "true")
     ledger.list_faults(transport, [HOST], config=root.config)
     ledger.revert_fault(transport, HOST, record.id, config=root.config)
     ledger.cleanup(transport, [HOST], config=root.config)
+    ledger.revert_run_faults(transport, [HOST], "run-1", config=root.config)
 
     assert [(method, command) for method, _, command in transport.calls] == [
         ("run", ledger.ROOT_SHELL),
         ("run_many", ledger.ROOT_SHELL),
         ("run", ledger.ROOT_SHELL),
+        ("run_many", ledger.ROOT_SHELL),
         ("run_many", ledger.ROOT_SHELL),
     ]
 
