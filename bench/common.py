@@ -174,6 +174,37 @@ class CpuMeter:
         return 100.0 * self.busy.get(label, 0.0) / (wall * (cpus or os.cpu_count() or 1)) if wall > 0 else 0.0
 
 
+def cpu_bound(
+    meter: CpuMeter, one: str, many: str, hosts: int, idle: str, goal: float, cpus: int | None = None
+) -> dict[str, float]:
+    """How far the CPUs alone hold T(many)/T(one) for work on ``hosts`` hosts against one, on a machine whose CPUs
+    the lab's hosts share with the controller (labels of ``meter``; ``idle`` metered the lab doing nothing).
+
+    ``work_1``/``work_n``: CPU seconds a call took, the lab's own load (its busy rate while idle) removed;
+    ``per_host``: the work each host past the first adds; ``least``: the ratio had the N-host call kept every CPU
+    the lab leaves free busy, ``work_n / (cpus - idle load) / T(1)``: no tool can fan out faster on these CPUs;
+    ``needed``: the work per extra host at which ``least`` would be ``goal``. T values are the metered calls' mean
+    wall times."""
+    cpus = cpus or os.cpu_count() or 1
+    if hosts < 2:  # noqa: PLR2004 - a second host is what the figures are about
+        raise ValueError(f"hosts must be >= 2, got {hosts}")
+    for label in (one, many, idle):
+        if not meter.calls.get(label):
+            raise ValueError(f"nothing metered under {label!r}")
+    load = meter.busy[idle] / meter.wall[idle]
+    t_one, t_many = (meter.wall[k] / meter.calls[k] for k in (one, many))
+    work_1, work_n = meter.per_call(one) - load * t_one, meter.per_call(many) - load * t_many
+    free = cpus - load
+    return {
+        "load": load,
+        "work_1": work_1,
+        "work_n": work_n,
+        "per_host": (work_n - work_1) / (hosts - 1),
+        "least": work_n / free / t_one,
+        "needed": (goal * t_one * free - work_1) / (hosts - 1),
+    }
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

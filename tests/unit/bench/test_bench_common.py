@@ -125,3 +125,31 @@ def test_cpu_meter_idle_meters_a_sleep_of_the_given_length(monkeypatch: pytest.M
     assert slept == [30.0]
     assert meter.share("idle", cpus=2) == pytest.approx(10.0)
     assert meter.calls == {"idle": 1}
+
+
+def _metered(busy: dict[str, float], wall: dict[str, float]) -> common.CpuMeter:
+    meter = common.CpuMeter(read=lambda: 0.0)
+    meter.busy, meter.wall, meter.calls = dict(busy), dict(wall), dict.fromkeys(busy, 1)
+    return meter
+
+
+def test_cpu_bound_removes_the_lab_load_and_says_what_each_host_adds() -> None:
+    # The idle lab keeps 0.5 CPU busy. One host: 10 s, 15 busy CPU s (10 of them its own work). Eight hosts:
+    # 30 s, 45 busy CPU s: 30 s of work, so each of the 7 extra hosts added 20/7 CPU s.
+    meter = _metered({"idle": 5.0, "1": 15.0, "8": 45.0}, {"idle": 10.0, "1": 10.0, "8": 30.0})
+    bound = common.cpu_bound(meter, "1", "8", 8, "idle", goal=2.0, cpus=2)
+    assert bound["load"] == pytest.approx(0.5)
+    assert (bound["work_1"], bound["work_n"]) == (pytest.approx(10.0), pytest.approx(30.0))
+    assert bound["per_host"] == pytest.approx(20.0 / 7)
+    # 30 CPU s on the 1.5 CPUs the lab leaves free take at least 20 s: twice T(1), whatever the tool does.
+    assert bound["least"] == pytest.approx(2.0)
+    # The goal of 2x allows 2 * 10 s * 1.5 CPUs = 30 CPU s in all, 20 of them for the 7 extra hosts.
+    assert bound["needed"] == pytest.approx(20.0 / 7)
+
+
+def test_cpu_bound_refuses_what_was_not_metered() -> None:
+    meter = _metered({"1": 1.0, "8": 2.0}, {"1": 1.0, "8": 1.0})
+    with pytest.raises(ValueError, match="nothing metered under 'idle'"):
+        common.cpu_bound(meter, "1", "8", 8, "idle", goal=2.0, cpus=2)
+    with pytest.raises(ValueError, match="hosts must be >= 2"):
+        common.cpu_bound(meter, "1", "8", 1, "1", goal=2.0, cpus=2)
