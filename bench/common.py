@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -130,6 +131,31 @@ def cpu_busy_seconds(stat: Path = Path("/proc/stat")) -> float:
     return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK")  # guest time is counted in user already
 
 
+def controller_cpu_reader(proc: Path = Path("/proc")) -> Callable[[], float]:
+    """A reader for CpuMeter of the controller's own CPU seconds: this process, its children that have exited, and
+    the ssh master connections (``ssh: <socket> [mux]``, which detach from the client that started them and so are
+    nobody's children). A master's last reading is kept after it exits, so the count never goes back."""
+    seen: dict[int, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        for entry in proc.iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                title = (entry / "cmdline").read_bytes().rstrip(b"\0")
+                if not (title.startswith(b"ssh: ") and title.endswith(b" [mux]")):
+                    continue
+                fields = (entry / "stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
+                seen[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+            except (OSError, IndexError, ValueError):  # gone meanwhile, or not ours to read
+                continue
+        own = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return sum(u.ru_utime + u.ru_stime for u in own) + sum(seen.values())
+
+    return read
+
+
 class CpuMeter:
     """Busy CPU seconds of the whole machine spent inside ``wrap``ped calls, per label."""
 
@@ -168,6 +194,11 @@ class CpuMeter:
         calls = self.calls.get(label, 0)
         return self.busy.get(label, 0.0) / calls if calls else 0.0
 
+    def work(self, label: str, load: float) -> float:
+        """Busy CPU seconds per metered call of ``label`` less ``load`` CPUs (the lab's own) over its wall time."""
+        calls = self.calls.get(label, 0)
+        return self.per_call(label) - load * self.wall[label] / calls if calls else 0.0
+
     def share(self, label: str, cpus: int | None = None) -> float:
         """Busy share (%) of all CPUs during ``label``'s calls: near 100 means the machine was saturated."""
         wall = self.wall.get(label, 0.0)
@@ -192,8 +223,8 @@ def cpu_bound(
         if not meter.calls.get(label):
             raise ValueError(f"nothing metered under {label!r}")
     load = meter.busy[idle] / meter.wall[idle]
-    t_one, t_many = (meter.wall[k] / meter.calls[k] for k in (one, many))
-    work_1, work_n = meter.per_call(one) - load * t_one, meter.per_call(many) - load * t_many
+    t_one = meter.wall[one] / meter.calls[one]
+    work_1, work_n = meter.work(one, load), meter.work(many, load)
     free = cpus - load
     return {
         "load": load,

@@ -153,3 +153,31 @@ def test_cpu_bound_refuses_what_was_not_metered() -> None:
         common.cpu_bound(meter, "1", "8", 8, "idle", goal=2.0, cpus=2)
     with pytest.raises(ValueError, match="hosts must be >= 2"):
         common.cpu_bound(meter, "1", "8", 1, "1", goal=2.0, cpus=2)
+
+
+def _process(proc: Path, pid: int, title: bytes, utime: int, stime: int) -> None:
+    (proc / str(pid)).mkdir(parents=True, exist_ok=True)
+    (proc / str(pid) / "cmdline").write_bytes(title)
+    fields = ["S", "1"] + ["0"] * 9 + [str(utime), str(stime)] + ["0"] * 10
+    (proc / str(pid) / "stat").write_text(f"{pid} (ssh) " + " ".join(fields) + "\n", encoding="ascii")
+
+
+def test_controller_cpu_counts_ssh_masters_and_keeps_a_master_that_exited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tick = common.os.sysconf("SC_CLK_TCK")
+    usage = type("Usage", (), {"ru_utime": 1.0, "ru_stime": 0.5})()
+    monkeypatch.setattr(common.resource, "getrusage", lambda _who: usage)
+    proc = tmp_path / "proc"
+    _process(proc, 10, b"ssh: /root/.ansible/cp/ab [mux]\0\0", 2 * tick, tick)  # a master: 3 s
+    _process(proc, 11, b"ssh\0-o\0ControlMaster=auto\0host\0", 50 * tick, 0)  # a client: counted when it exits
+    _process(proc, 12, b"sshd: operator [priv]\0", 70 * tick, 0)  # not the controller's
+    (proc / "self").mkdir()
+    read = common.controller_cpu_reader(proc)
+    assert read() == pytest.approx(2 * 1.5 + 3.0)  # RUSAGE_SELF and RUSAGE_CHILDREN, 1.5 s each, and the master
+    _process(proc, 10, b"ssh: /root/.ansible/cp/ab [mux]\0", 4 * tick, tick)
+    assert read() == pytest.approx(3.0 + 5.0)
+    for name in ("cmdline", "stat"):
+        (proc / "10" / name).unlink()
+    (proc / "10").rmdir()
+    assert read() == pytest.approx(3.0 + 5.0)
