@@ -216,9 +216,13 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear me
         # once, the CPUs do not. What each extra node's work costs, against what the goal leaves for it, says
         # whether any scheduling could meet the goal here (the warm-up runs are not metered).
         cpus, largest = os.cpu_count() or 1, sizes[-1]
+
+        def controller_cpu(n: int) -> float:  # the median of the metered runs (the first is the warm-up)
+            return median(controller[n][1:] or controller[n])
+
         for n in (sizes[0], largest):
             bench.add(Figure(f"re-run of site.yml, N={n}: CPU busy", meter.share(str(n)), "%"))
-            per_node = median(controller[n][1:] or controller[n]) / n
+            per_node = controller_cpu(n) / n
             bench.add(Figure(f"re-run of site.yml, N={n}: the controller's CPU per node", per_node, "s"))
         if largest > 1:
             bound = cpu_bound(meter, "1", str(largest), largest, "idle", goal=3.0, cpus=cpus)
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear me
             bench.add(Figure(label, bound["needed"], "s"))
             # Where each node has CPUs of its own, only the controller's work is shared: Ansible's forks are
             # processes, so its CPU per extra node spreads over this machine's CPUs.
-            extra = (median(controller[largest]) - median(controller[1])) / (largest - 1)
+            extra = (controller_cpu(largest) - controller_cpu(1)) / (largest - 1)
             projected = (one + (largest - 1) * extra / cpus) / one
             label = f"re-run of site.yml: T({largest})/T(1) projected for nodes with CPUs of their own"
             bench.add(Figure(label, projected, "x"))
