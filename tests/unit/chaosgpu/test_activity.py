@@ -160,3 +160,51 @@ def test_a_revert_that_fails_during_all_or_nothing_is_reported(ledger: FakeLedge
     monkeypatch.setattr(activity, "revert_fault", failing_revert)
     with pytest.raises(ActivityFailed, match=r"revert failed.*deadline still reverts it"):
         activity.inject_fault(plan_of("gpu-node-1", "gpu-node-2"), "stop-service", "inj", "rev", 30)
+
+
+# --- the rollback -------------------------------------------------------------------------------------------------
+
+
+def test_revert_faults_reverts_this_runs_faults_on_the_matched_hosts_in_one_fan_out(
+    lab_inventory: Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaosgpu.fleet import actions as fleet  # noqa: PLC0415 - imported with the fakes in place
+    from chaosgpu.ledger import HostRevert  # noqa: PLC0415
+
+    del lab_inventory
+    calls: list[tuple[list[str], str, str]] = []
+
+    def revert_run_faults(transport: Any, hosts: list[Host], run_id: str, kind: str = "") -> dict[str, HostRevert]:
+        del transport
+        calls.append(([h.name for h in hosts], run_id, kind))
+        record = FaultRecord(hosts[0].name, "fill-disk-1", "fill-disk", "", 1.0, 61.0, run_id, "x", "y", "reverted")
+        return {hosts[0].name: HostRevert(hosts[0].name, [record])} | {h.name: HostRevert(h.name) for h in hosts[1:]}
+
+    monkeypatch.setattr(fleet, "revert_run_faults", revert_run_faults)
+    monkeypatch.setattr(fleet, "get_transport", lambda: None)
+    monkeypatch.setenv("CHAOSGPU_RUN_ID", "gameday-7")
+
+    done = fleet.revert_faults("gpu-node-1:gpu-node-2", kind="fill-disk", configuration={"chaosgpu_inventory": "x"})
+
+    assert calls == [(["gpu-node-1", "gpu-node-2"], "gameday-7", "fill-disk")]
+    assert [(f["host"], f["id"], f["run_id"]) for f in done] == [("gpu-node-1", "fill-disk-1", "gameday-7")]
+
+
+def test_revert_faults_names_every_failure_and_unreachable_host(
+    lab_inventory: Inventory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chaosgpu.fleet import actions as fleet  # noqa: PLC0415 - imported with the fakes in place
+    from chaosgpu.ledger import HostRevert  # noqa: PLC0415
+
+    del lab_inventory
+    report = {
+        "gpu-node-1": HostRevert("gpu-node-1", failed=["gpu-node-1: fault f-1: revert exited 9; the entry stays"]),
+        "gpu-node-2": HostRevert("gpu-node-2", error="gpu-node-2: cannot revert the faults of run r: exited 255"),
+    }
+    monkeypatch.setattr(fleet, "revert_run_faults", lambda *_args, **_kw: report)
+    monkeypatch.setattr(fleet, "get_transport", lambda: None)
+
+    with pytest.raises(ActivityFailed) as failed:
+        fleet.revert_faults("gpu-node-1:gpu-node-2", configuration={"chaosgpu_inventory": "x"})
+    assert "gpu-node-1: fault f-1: revert exited 9" in str(failed.value)
+    assert "gpu-node-2: cannot revert the faults of run r: exited 255" in str(failed.value)
