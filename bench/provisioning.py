@@ -234,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear me
             bench.add(Figure(label, bound["needed"], "s"))
             # Where each node has CPUs of its own, only the controller's work is shared: Ansible's forks are
             # processes, so its CPU per extra node spreads over this machine's CPUs.
-            extra = (controller_cpu(largest) - controller_cpu(1)) / (largest - 1)
-            projected = (one + (largest - 1) * extra / cpus) / one
+            per_node = (controller_cpu(largest) - controller_cpu(1)) / (largest - 1)
+            bench.add(Figure("re-run of site.yml: the controller's CPU per node past the first", per_node, "s"))
+            projected = (one + (largest - 1) * per_node / cpus) / one
             label = f"re-run of site.yml: T({largest})/T(1) projected for nodes with CPUs of their own"
             bench.add(Figure(label, projected, "x"))
     finally:
