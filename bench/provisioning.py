@@ -22,7 +22,6 @@ import argparse
 import functools
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -34,7 +33,17 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import REPORTS, ROOT, Bench, CpuMeter, Figure, cpu_bound, median, side_by_side
+from bench.common import (
+    REPORTS,
+    ROOT,
+    Bench,
+    CpuMeter,
+    Figure,
+    controller_cpu_reader,
+    cpu_bound,
+    median,
+    side_by_side,
+)
 
 LAB = ROOT / "inventories" / "lab"
 BIN = Path(sys.executable).parent
@@ -177,14 +186,10 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear me
 
         sizes = [n for n in (1, 2, 4, 8) if n <= args.nodes]
         runs: dict[int, list[dict[str, Any]]] = {n: [] for n in sizes}
-        controller: dict[int, list[float]] = {n: [] for n in sizes}  # CPU s of ansible-playbook and its workers
 
         def rerun(n: int) -> None:
             hosts = ",".join(f"gpu-node-{i}" for i in range(1, n + 1))
-            before = resource.getrusage(resource.RUSAGE_CHILDREN)
             parsed = playbook(inventory, "site.yml", "--limit", hosts)
-            after = resource.getrusage(resource.RUSAGE_CHILDREN)
-            controller[n].append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
             stats = [task_stats(parsed, f"gpu-node-{i}") for i in range(1, n + 1)]
             changed = sum(s["changed"] for s in stats)
             if changed:
@@ -192,13 +197,15 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear me
             runs[n].append(stats[0])
 
         print(f"bench provisioning: re-runs of site.yml on N = {sizes} GPU nodes, {args.rounds} rounds", flush=True)
-        meter = CpuMeter()
+        # The machine's busy CPU, and the controller's own: ansible-playbook, its workers, its ssh masters.
+        meter, controller = CpuMeter(), CpuMeter(controller_cpu_reader())
         # The grown lab's services (each GPU node's workload, agent, exporters; ops-1's Prometheus) run on the same
         # CPUs as every re-run: what they take while nothing else runs is part of why T(1) is longer in a grown lab.
         meter.idle("idle", IDLE_S)
         bench.add(Figure(f"the lab idle, {args.nodes} GPU nodes and ops-1: CPU busy", meter.share("idle"), "%"))
         contenders: dict[str, Callable[[], None]] = {
-            str(n): meter.wrap(str(n), functools.partial(rerun, n), skip=1) for n in sizes
+            str(n): meter.wrap(str(n), controller.wrap(str(n), functools.partial(rerun, n), skip=1), skip=1)
+            for n in sizes
         }
         samples = side_by_side(contenders, rounds=args.rounds)
         bench.samples.update({f"re-run N={k}": v for k, v in samples.items()})
@@ -217,12 +224,9 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear me
         # whether any scheduling could meet the goal here (the warm-up runs are not metered).
         cpus, largest = os.cpu_count() or 1, sizes[-1]
 
-        def controller_cpu(n: int) -> float:  # the median of the metered runs (the first is the warm-up)
-            return median(controller[n][1:] or controller[n])
-
         for n in (sizes[0], largest):
             bench.add(Figure(f"re-run of site.yml, N={n}: CPU busy", meter.share(str(n)), "%"))
-            per_node = controller_cpu(n) / n
+            per_node = controller.per_call(str(n)) / n
             bench.add(Figure(f"re-run of site.yml, N={n}: the controller's CPU per node", per_node, "s"))
         if largest > 1:
             bound = cpu_bound(meter, "1", str(largest), largest, "idle", goal=3.0, cpus=cpus)
@@ -234,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:  # noqa: PLR0915 - one linear me
             bench.add(Figure(label, bound["needed"], "s"))
             # Where each node has CPUs of its own, only the controller's work is shared: Ansible's forks are
             # processes, so its CPU per extra node spreads over this machine's CPUs.
-            per_node = (controller_cpu(largest) - controller_cpu(1)) / (largest - 1)
+            per_node = (controller.per_call(str(largest)) - controller.per_call("1")) / (largest - 1)
             bench.add(Figure("re-run of site.yml: the controller's CPU per node past the first", per_node, "s"))
             projected = (one + (largest - 1) * per_node / cpus) / one
             label = f"re-run of site.yml: T({largest})/T(1) projected for nodes with CPUs of their own"

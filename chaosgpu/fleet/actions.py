@@ -19,7 +19,8 @@ def revert_faults(
 ) -> list[dict[str, Any]]:
     """Revert, now, the faults this run injected on the hosts matching ``pattern`` (optionally only those of
     ``kind``), as a rollback: faults of other runs are left to their own deadlines. Returns the faults reverted;
-    fails naming every fault whose revert failed (those stay in the ledger and still revert at their deadline)."""
+    fails naming every fault whose revert failed and every host that did not answer (after reverting what it could;
+    what is left stays in the ledgers and still reverts at its deadline)."""
     plan = targets(configuration, pattern, guard=False)
     # One call per host, hosts side by side: reverting N hosts takes about as long as one.
     report = revert_run_faults(get_transport(), list(plan.hosts), current_run_id(), kind)
